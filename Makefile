@@ -1,0 +1,34 @@
+# One source of truth for people and CI: `make demo` and `make test` each build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint docs bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	ORCH_DATABASE_URL=$${ORCH_DATABASE_URL:-sqlite:///orch.db} PATH=$(CURDIR)/$(BIN):$$PATH bash examples/demo.sh
+
+test: $(STAMP)
+	$(BIN)/ruff check orchestrator policies simulations tests benchmarks examples
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator policies simulations tests benchmarks examples
+	$(BIN)/ruff format --check orchestrator policies simulations tests benchmarks examples
+
+docs: $(STAMP)
+	$(BIN)/python -m orchestrator.cli.docgen > docs/cli.md
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_import.py
+
+clean:
+	rm -rf $(VENV) orch.db .pytest_cache .mypy_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Storage: SQLModel tables, sessions, bulk I/O and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Policies: one strategy per module, registered by short name."""

@@ -1,0 +1,1 @@
+"""Offline replay and simulation scripts built on the production use-cases."""
