@@ -139,6 +139,7 @@ class Treatment(SQLModel, table=True):
     features: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     position: int = 0
+    status: str = Field(default="active", max_length=16)  # active | retired (kept for history)
 
 
 class Exclusion(SQLModel, table=True):
@@ -214,6 +215,8 @@ class Run(SQLModel, table=True):
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
     owner: str = Field(default="", max_length=128)
     batches_done: int = 0
+    last_customer_id: str | None = Field(default=None, max_length=128)  # resume point
+    seed: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     policy_name: str = Field(default="", max_length=32)
     policy_version_id: int | None = None

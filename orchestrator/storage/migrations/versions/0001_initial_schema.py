@@ -193,6 +193,8 @@ def upgrade() -> None:
     sa.Column('heartbeat_at', sa.DateTime(), nullable=False),
     sa.Column('owner', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('batches_done', sa.Integer(), nullable=False),
+    sa.Column('last_customer_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
+    sa.Column('seed', sa.Integer(), nullable=False),
     sa.Column('counts', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('policy_name', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('policy_version_id', sa.Integer(), nullable=True),
@@ -221,6 +223,7 @@ def upgrade() -> None:
     sa.Column('features', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], ),
     sa.PrimaryKeyConstraint('campaign_id', 'id')
     )

@@ -1,0 +1,1 @@
+"""The `orch` command line: a thin shell over the use-cases."""

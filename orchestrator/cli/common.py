@@ -1,0 +1,137 @@
+"""What every command shares: the engine, consoles, tables and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+_state: dict[str, Any] = {"database_url": None, "debug": False}
+
+
+def new_app(help_text: str) -> typer.Typer:
+    """A sub-command group with plain (not rich-boxed) help, so docs are generated verbatim."""
+    return typer.Typer(
+        help=help_text,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        pretty_exceptions_enable=False,
+    )
+
+
+def set_database_url(url: str | None) -> None:
+    _state["database_url"] = url
+
+
+def settings():  # type: ignore[no-untyped-def]
+    from orchestrator.config import get_settings
+
+    s = get_settings()
+    if _state["database_url"]:
+        s = s.model_copy(update={"database_url": _state["database_url"]})
+    return s
+
+
+def get_engine(*, schema: bool = True):  # type: ignore[no-untyped-def]
+    """The engine on ORCH_DATABASE_URL (or --database-url); checks the schema unless told not."""
+    from orchestrator.storage.db import make_engine, require_schema
+
+    s = settings()
+    engine = make_engine(s.database_url, echo=s.echo_sql)
+    if schema:
+        require_schema(engine)
+    return engine
+
+
+def actor() -> str:
+    return str(settings().actor)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_default, ensure_ascii=False) + "\n")
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    empty: str = "nothing to show",
+    justify: dict[str, str] | None = None,
+) -> None:
+    if not rows:
+        console.print(f"[dim]{title}: {empty}[/dim]")
+        return
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in columns:
+        table.add_column(name, justify=(justify or {}).get(name, "left"))  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def print_changes(changes: Sequence[Any], *, none_message: str = "no changes") -> None:
+    if not changes:
+        console.print(f"[green]{none_message}[/green]")
+        return
+    styles = {"+": "green", "-": "red", "~": "yellow"}
+    for change in changes:
+        text = str(change)
+        console.print(text, style=styles.get(text[:1], ""), markup=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(done: int, total_: int | None = None) -> None:
+            progress.update(task, completed=done, total=total_ if total_ is not None else total)
+
+        yield update
+
+
+def parse_day(value: str | None, *, option: str) -> date | None:
+    """Parse a YYYY-MM-DD option, with a one-line error naming the option."""
+    if value is None:
+        return None
+    from orchestrator.errors import InputError
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{option}: {value!r} is not a date (use YYYY-MM-DD)") from None

@@ -1,0 +1,86 @@
+"""The `orch` entry point: wiring, global options, and one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.cli import admin_cmds, data_cmds, plan_cmds
+from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
+
+app = new_app(
+    "Campaign orchestration: manual rules first, a contextual bandit for everyone else.\n\n"
+    "The database is ORCH_DATABASE_URL (default sqlite:///orch.db)."
+)
+
+
+@app.callback()
+def main(
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Override ORCH_DATABASE_URL for this command."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    """Campaign orchestration engine."""
+    if version:
+        console.print(f"orch {__version__}")
+        raise typer.Exit(0)
+    set_database_url(database_url)
+
+
+@app.command("init")
+def init() -> None:
+    """Create the database schema, or upgrade it to this version."""
+    from orchestrator.storage.db import init_schema
+
+    engine = get_engine(schema=False)
+    before, after = init_schema(engine)
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        console.print(f"schema already up to date ({after}) on {url}")
+    elif before is None:
+        console.print(f"[green]created[/green] schema {after} on {url}")
+    else:
+        console.print(f"[green]upgraded[/green] schema {before} -> {after} on {url}")
+
+
+app.add_typer(plan_cmds.app, name="plan")
+app.add_typer(admin_cmds.campaigns_app, name="campaigns")
+app.add_typer(admin_cmds.priority_app, name="priority")
+app.add_typer(admin_cmds.exclusions_app, name="exclusions")
+app.add_typer(admin_cmds.caps_app, name="caps")
+app.add_typer(data_cmds.customers_app, name="customers")
+app.add_typer(data_cmds.events_app, name="events")
+app.command("audit")(admin_cmds.audit)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: errors become one line on stderr and an exit code (2 bad input)."""
+    from orchestrator.errors import OrchestratorError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("ORCH_DEBUG") == "1"
+    try:
+        # Standalone mode: usage errors print click's message and exit 2 by themselves.
+        app(args=args, prog_name="orch")
+    except OrchestratorError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,126 @@
+"""Contact history of a batch and what it blocks: caps, open windows, cooldowns, exclusions.
+
+Ages are whole days before the run date (1 = yesterday). A thing "within N days" has age < N:
+a campaign with a 21-day cooldown sent on day 0 may be sent again on day 21.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.engine.actions import ActionSet
+from orchestrator.plan import CapSpec, ExclusionSpec
+
+
+@dataclass(frozen=True)
+class History:
+    """Past decisions of a batch's customers, one entry per decision, ``m`` entries.
+
+    ``campaign`` and ``channel`` are codes into ``campaign_vocab``/``channel_vocab`` (-1: the
+    policy sent nothing). ``sent`` marks real contacts (test group); ``window_left`` is the
+    number of days the decision's measurement window is still open (<= 0: closed).
+    """
+
+    row: np.ndarray
+    age: np.ndarray
+    campaign: np.ndarray
+    channel: np.ndarray
+    sent: np.ndarray
+    window_left: np.ndarray
+    measured: np.ndarray
+    campaign_vocab: tuple[str, ...]
+    channel_vocab: tuple[str, ...]
+
+    @classmethod
+    def empty(cls, campaign_vocab: Sequence[str] = (), channel_vocab: Sequence[str] = ()) -> History:
+        z = np.zeros(0, dtype=np.int64)
+        b = np.zeros(0, dtype=bool)
+        return cls(z, z, z, z, b, z, b, tuple(campaign_vocab), tuple(channel_vocab))
+
+    @property
+    def size(self) -> int:
+        return len(self.row)
+
+
+def lookback_days(
+    actions: ActionSet, caps: Sequence[CapSpec], exclusions: Sequence[ExclusionSpec], max_window: int
+) -> int:
+    """How many days of history the blocks of a run can need."""
+    spans = [max_window, 1]
+    spans += [c.per_days for c in caps]
+    spans += [x.days for x in exclusions]
+    spans += [int(d) for d in actions.cooldown_days]
+    return max(spans)
+
+
+def cap_blocks(
+    history: History, n: int, caps: Sequence[CapSpec], actions: ActionSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """Customers at a cap: ``(n,)`` bool for the global caps, ``(n, C)`` bool per campaign.
+
+    A customer may be contacted today when fewer than ``max`` contacts fall in the rolling
+    window that ends today (``per_days - 1`` past days plus today).
+    """
+    glob = np.zeros(n, dtype=bool)
+    by_campaign = np.zeros((n, actions.n_campaigns), dtype=bool)
+    for cap in caps:
+        recent = history.sent & (history.age < cap.per_days)
+        if cap.scope == "channel":
+            if cap.channel not in history.channel_vocab:
+                continue
+            recent &= history.channel == history.channel_vocab.index(cap.channel)
+        counts = np.bincount(history.row[recent], minlength=n)
+        full = counts >= cap.max
+        if cap.scope == "global":
+            glob |= full
+        elif cap.channel in actions.channels:
+            cols = actions.channel_of == actions.channels.index(cap.channel)
+            by_campaign[:, cols] |= full[:, None]
+    return glob, by_campaign
+
+
+def open_windows(history: History, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n,)`` bool: inside an open window of a measured campaign; ``(n,)`` days it stays open."""
+    live = history.measured & (history.window_left > 0)
+    days_left = np.zeros(n, dtype=np.int64)
+    np.maximum.at(days_left, history.row[live], history.window_left[live])
+    return days_left > 0, days_left
+
+
+def _codes_of(actions: ActionSet, vocab: tuple[str, ...]) -> np.ndarray:
+    """Map each vocabulary code to the live campaign index (-1 if not live today)."""
+    live = {cid: i for i, cid in enumerate(actions.campaign_ids)}
+    return np.asarray([live.get(cid, -1) for cid in vocab] + [-1], dtype=np.int64)
+
+
+def cooldown_blocks(history: History, n: int, actions: ActionSet) -> np.ndarray:
+    """``(n, C)`` bool: the campaign was sent to the customer within its cooldown."""
+    blocked = np.zeros((n, actions.n_campaigns), dtype=bool)
+    if history.size == 0:
+        return blocked
+    live_of = _codes_of(actions, history.campaign_vocab)
+    live_idx = live_of[history.campaign]  # -1 (the extra last entry) for code -1
+    cooldown = np.where(live_idx >= 0, actions.cooldown_days[np.maximum(live_idx, 0)], 0)
+    hit = history.sent & (live_idx >= 0) & (history.age < cooldown)
+    blocked[history.row[hit], live_idx[hit]] = True
+    return blocked
+
+
+def exclusion_blocks(
+    history: History, n: int, exclusions: Sequence[ExclusionSpec], actions: ActionSet
+) -> np.ndarray:
+    """``(n, C)`` bool: a campaign excluded because another was received within N days."""
+    blocked = np.zeros((n, actions.n_campaigns), dtype=bool)
+    live = {cid: i for i, cid in enumerate(actions.campaign_ids)}
+    vocab = {cid: i for i, cid in enumerate(history.campaign_vocab)}
+    for x in exclusions:
+        target = live.get(x.exclude)
+        source = vocab.get(x.if_received)
+        if target is None or source is None:
+            continue
+        hit = history.sent & (history.campaign == source) & (history.age < x.days)
+        blocked[history.row[hit], target] = True
+    return blocked

@@ -1,0 +1,52 @@
+"""The fields a target rule or a policy can use besides the customers' own attributes.
+
+Computed features live in the ``customer_features`` table (written by the segmentation refresh);
+derived fields are computed for the run date when a batch is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+FIELD_TYPES = ("bool", "number", "string", "date")
+
+COMPUTED_FEATURES: dict[str, str] = {
+    "recency_days": "number",
+    "frequency": "number",
+    "monetary": "number",
+    "tenure_days": "number",
+    "lifecycle_stage": "string",
+    "rfm_cell": "string",
+    "r_score": "number",
+    "f_score": "number",
+    "m_score": "number",
+    "p_alive": "number",
+    "expected_purchases": "number",
+    "expected_value": "number",
+    "churn_risk": "number",
+    "discount_affinity": "number",
+    "preferred_category": "string",
+    "preferred_channel": "string",
+}
+
+# Derived from attributes relative to the run date (null when the attribute is missing).
+DERIVED_FIELDS: dict[str, str] = {
+    "days_to_birthday": "number",  # from the ``birth_date`` attribute
+    "days_since_signup": "number",  # from the ``signup_date`` attribute
+}
+
+LIFECYCLE_STAGES = ("prospect", "new", "active", "at_risk", "lapsed", "reactivated")
+
+
+def builtin_schema() -> dict[str, str]:
+    """Return every built-in field name with its type."""
+    return {**COMPUTED_FEATURES, **DERIVED_FIELDS}
+
+
+def rule_schema(attributes: Mapping[str, str]) -> dict[str, str]:
+    """Return the fields a rule may use: built-ins plus the given customer attributes.
+
+    >>> rule_schema({"email_opt_in": "bool"})["email_opt_in"]
+    'bool'
+    """
+    return {**attributes, **builtin_schema()}

@@ -1,0 +1,418 @@
+"""The plan file: what the marketing team decides, as validated pydantic models.
+
+A plan is loaded from YAML (``load_plan_file``), checked field by field by pydantic and then as a
+whole by ``check_plan`` (duplicate ids, exclusions that name unknown campaigns, target rules that
+use unknown fields...). Every problem is reported with the file, the line and the field path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import PlanError, RuleError
+from orchestrator.features import FIELD_TYPES, builtin_schema, rule_schema
+
+SLUG = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+FieldType = Literal["bool", "number", "string", "date"]
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class TreatmentSpec(_Strict):
+    """One variant of a campaign; a (campaign, treatment) pair is an action."""
+
+    id: str = Field(pattern=SLUG)
+    cost: float = Field(default=0.0, ge=0, description="Unit cost per send (discount, SMS fee).")
+    features: dict[str, Scalar] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class CampaignSpec(_Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = ""
+    channel: str = Field(pattern=SLUG)
+    status: Literal["active", "paused", "archived"] = "active"
+    start: date | None = None
+    end: date | None = None
+    target: str = "true"
+    priority: int | None = Field(default=None, ge=1)
+    measurement_days: int = Field(default=7, ge=1, le=365)
+    cooldown_days: int = Field(default=0, ge=0, le=3650)
+    control_fraction: float = Field(default=0.1, ge=0, lt=1)
+    measured: bool = True
+    description: str | None = None
+    treatments: list[TreatmentSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignSpec:
+        if not self.name:
+            self.name = self.id
+        if self.start and self.end and self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        dupes = [t for t, n in Counter(t.id for t in self.treatments).items() if n > 1]
+        if dupes:
+            raise ValueError(f"treatment id {dupes[0]!r} appears twice")
+        return self
+
+
+class CapSpec(_Strict):
+    """At most ``max`` contacts in any rolling ``per_days`` days, overall or on one channel."""
+
+    scope: Literal["global", "channel"]
+    channel: str | None = Field(default=None, pattern=SLUG)
+    max: int = Field(ge=1)
+    per_days: int = Field(ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _channel_matches_scope(self) -> CapSpec:
+        if self.scope == "channel" and not self.channel:
+            raise ValueError("a channel cap needs `channel`")
+        if self.scope == "global" and self.channel:
+            raise ValueError("a global cap takes no `channel`")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scope, self.channel or "", self.per_days)
+
+
+class ExclusionSpec(_Strict):
+    """Having received ``if_received`` in the last ``days`` days excludes ``exclude``."""
+
+    if_received: str = Field(pattern=SLUG)
+    exclude: str = Field(pattern=SLUG)
+    days: int = Field(ge=1, le=3650)
+
+
+class PolicySettings(_Strict):
+    name: str = "uniform"
+    params: dict[str, Any] = Field(default_factory=dict)
+    promote_when: Literal["lcb_beats_active", "estimate_beats_active", "manual"] = (
+        "lcb_beats_active"
+    )
+
+
+class PlanSettings(_Strict):
+    timezone: str = "UTC"
+    global_control_fraction: float = Field(default=0.05, ge=0, lt=1)
+    allow_no_send: bool = True
+    salt: str = Field(default="orch", min_length=1, description="Seeds test/control hashing.")
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+
+class Plan(_Strict):
+    version: Literal[1] = 1
+    settings: PlanSettings = Field(default_factory=PlanSettings)
+    attributes: dict[str, FieldType] = Field(default_factory=dict)
+    caps: list[CapSpec] = Field(default_factory=list)
+    campaigns: list[CampaignSpec] = Field(default_factory=list)
+    exclusions: list[ExclusionSpec] = Field(default_factory=list)
+
+    def campaign(self, campaign_id: str) -> CampaignSpec | None:
+        return next((c for c in self.campaigns if c.id == campaign_id), None)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Dates stay strings so that pydantic parses them and a bad one is reported with its line.
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map every path (keys and list indexes) in a YAML document to its 1-based line."""
+    index: dict[tuple[Any, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = path + (key.value,)
+                walk(value, child)
+                index[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _format_path(loc: Iterable[Any], data: Any) -> str:
+    """``('campaigns', 1, 'target')`` -> ``campaigns[1] (discount).target``."""
+    out, node = "", data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+                out += f" ({node['id']})"
+        else:
+            out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return out or "(top level)"
+
+
+class PlanSource:
+    """Where a plan came from, to point problems at a file line."""
+
+    def __init__(self, name: str, text: str, data: Any) -> None:
+        self.name, self.data = name, data
+        self._lines = _line_index(text)
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        for cut in range(len(loc), -1, -1):
+            line = self._lines.get(tuple(loc[:cut]))
+            if line is not None:
+                return f"{self.name}:{line}"
+        return self.name
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> str:
+        return f"{self.where(loc)}: {_format_path(loc, self.data)}: {message}"
+
+
+def _pydantic_message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        return "unknown field (check the spelling)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("model_type", "dict_type", "list_type"):
+        value = err["input"]
+        if not isinstance(value, dict | list):
+            msg += f" (got {value!r})"
+    return msg
+
+
+def parse_plan_text(text: str, *, name: str = "<plan>") -> tuple[Plan, PlanSource]:
+    """Parse and validate plan YAML; raise ``PlanError`` listing every field problem."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PlanError(f"{name}{line}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    source = PlanSource(name, text, data)
+    if not isinstance(data, dict):
+        raise PlanError(f"{name}: a plan is a mapping with campaigns, caps, ... at the top")
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        problems = [source.problem(tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+        raise plan_error(problems) from None
+    return plan, source
+
+
+def load_plan_file(path: str | Path) -> tuple[Plan, PlanSource]:
+    """Read a plan file (``-`` for standard input)."""
+    import sys
+
+    if str(path) == "-":
+        return parse_plan_text(sys.stdin.read(), name="<stdin>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{p}: cannot read: {exc}") from None
+    return parse_plan_text(text, name=str(p))
+
+
+def plan_error(problems: list[str]) -> PlanError:
+    """One line for the first problem, the rest kept on the exception for `plan validate`."""
+    more = f" (and {len(problems) - 1} more problem(s): run `orch plan validate`)"
+    err = PlanError(problems[0] + (more if len(problems) > 1 else ""))
+    err.problems = problems  # type: ignore[attr-defined]
+    return err
+
+
+# --- whole-plan checks ---------------------------------------------------------------------
+
+
+def check_plan(
+    plan: Plan,
+    source: PlanSource | None = None,
+    *,
+    known_attributes: Mapping[str, str] | None = None,
+    policy_names: Iterable[str] | None = None,
+) -> None:
+    """Check what no single field can: ids, references, priorities, rules, policy name.
+
+    ``known_attributes`` are attribute types already in the database (from imports); the plan's
+    own ``attributes`` section adds to them and must agree with them.
+    """
+    src = source or PlanSource("<plan>", "", plan.model_dump(mode="json"))
+    problems: list[str] = []
+
+    def add(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(src.problem(loc, message))
+
+    ids = [c.id for c in plan.campaigns]
+    for i, c in enumerate(plan.campaigns):
+        if ids.index(c.id) != i:
+            add(("campaigns", i, "id"), f"campaign id {c.id!r} is used twice")
+
+    owners: dict[int, str] = {}
+    for i, c in enumerate(plan.campaigns):
+        if c.priority is None or c.status == "archived":
+            continue
+        if c.priority in owners:
+            add(
+                ("campaigns", i, "priority"),
+                f"priority {c.priority} is already given to {owners[c.priority]!r}; "
+                "priorities must be distinct (lower wins)",
+            )
+        owners.setdefault(c.priority, c.id)
+
+    cap_keys: set[tuple[str, str, int]] = set()
+    for i, cap in enumerate(plan.caps):
+        if cap.key in cap_keys:
+            add(("caps", i), f"a {cap.scope} cap over {cap.per_days} days is already set")
+        cap_keys.add(cap.key)
+
+    known_ids = set(ids)
+    pairs: set[tuple[str, str]] = set()
+    for i, ex in enumerate(plan.exclusions):
+        for fld in ("if_received", "exclude"):
+            cid = getattr(ex, fld)
+            if cid not in known_ids:
+                add(("exclusions", i, fld), _unknown_campaign(cid, known_ids))
+        if ex.if_received == ex.exclude:
+            add(("exclusions", i), f"campaign {ex.exclude!r} cannot exclude itself")
+        if (ex.if_received, ex.exclude) in pairs:
+            add(("exclusions", i), "the same exclusion is listed twice")
+        pairs.add((ex.if_received, ex.exclude))
+
+    builtins = builtin_schema()
+    attributes: dict[str, str] = dict(known_attributes or {})
+    for name, dtype in plan.attributes.items():
+        if name in builtins:
+            add(("attributes", name), f"{name!r} is a built-in field; choose another name")
+        elif name == "customer_id" or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            add(("attributes", name), f"{name!r} cannot be an attribute name")
+        elif name in attributes and attributes[name] != dtype:
+            add(
+                ("attributes", name),
+                f"declared {dtype} but the imported data holds {attributes[name]} values",
+            )
+        attributes[name] = dtype
+    assert set(attributes.values()) <= set(FIELD_TYPES)
+
+    from orchestrator.rules import Rule
+
+    schema = rule_schema(attributes)
+    for i, c in enumerate(plan.campaigns):
+        try:
+            Rule.compile(c.target, schema)
+        except RuleError as exc:
+            where = f" at position {exc.position}" if exc.position is not None else ""
+            add(("campaigns", i, "target"), f"{exc.reason}{where} in {c.target!r}")
+
+    if policy_names is not None:
+        names = sorted(policy_names)
+        if plan.settings.policy.name not in names:
+            add(
+                ("settings", "policy", "name"),
+                f"unknown policy {plan.settings.policy.name!r}; choose one of {', '.join(names)}",
+            )
+    if problems:
+        raise plan_error(problems)
+
+
+def _unknown_campaign(cid: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(cid, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"no campaign with id {cid!r} in the plan{hint}"
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """A plain, readable dict: defaults that say nothing (None, empty) are left out."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    data = clean(plan.model_dump(mode="python"))
+    for camp in data["campaigns"]:
+        for t in camp["treatments"]:
+            for key in ("features", "payload"):
+                if not t[key]:
+                    del t[key]
+    return dict(data)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def plan_to_yaml(plan: Plan) -> str:
+    """The plan as YAML that parses back to an equal plan."""
+    header = "# Exported by `orch plan export`: edit, then `orch plan diff` and `orch plan apply`.\n"
+    body = yaml.dump(
+        plan_to_dict(plan), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
+    return header + body

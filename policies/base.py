@@ -1,0 +1,138 @@
+"""The batch interface every policy implements, and its versioned state envelope.
+
+Shapes: ``n`` customers, ``A`` actions, ``d`` customer features, ``k`` action features.
+``contexts (n, d)`` float, ``action_features (A, k)`` float, ``eligible (n, A)`` bool.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from orchestrator.errors import StateVersionError
+
+_MAGIC = b"ORCHPOL1"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A policy's choice for a batch.
+
+    ``action (n,)`` index of the chosen action, -1 where nothing was eligible;
+    ``propensity (n,)`` probability the policy gave that action (0 where -1);
+    ``scores (n, A)`` the policy's scores (NaN where not eligible), for `orch explain`;
+    ``action_dist (n, A)`` the probabilities the choice was sampled from.
+    """
+
+    action: np.ndarray
+    propensity: np.ndarray
+    scores: np.ndarray
+    action_dist: np.ndarray
+
+
+class Policy(ABC):
+    """A batch policy: choose among the eligible actions, learn from logged rewards."""
+
+    name: ClassVar[str]
+    state_version: ClassVar[int] = 1
+
+    @abstractmethod
+    def action_dist(
+        self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+    ) -> np.ndarray:
+        """Return ``(n, A)`` probabilities, zero outside ``eligible``, rows summing to 1."""
+
+    def scores(
+        self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+    ) -> np.ndarray:
+        """Return ``(n, A)`` scores (higher is better), NaN outside ``eligible``."""
+        dist = self.action_dist(contexts, action_features, eligible)
+        return np.where(eligible, dist, np.nan)
+
+    def choose(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Choice:
+        """Sample one eligible action per row from ``action_dist`` with ``rng``."""
+        eligible = np.asarray(eligible, dtype=bool)
+        dist = self.action_dist(contexts, action_features, eligible)
+        action, propensity = sample_rows(dist, eligible, rng)
+        return Choice(action, propensity, self.scores(contexts, action_features, eligible), dist)
+
+    def update(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        propensities: np.ndarray,
+    ) -> None:
+        """Learn from logged ``(context, action, reward, propensity)``; the default learns nothing."""
+
+    # --- state -----------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments, enough to rebuild the policy."""
+        return {}
+
+    def _state_payload(self) -> bytes:
+        return b""
+
+    def _load_payload(self, payload: bytes) -> None:
+        del payload
+
+    def get_state(self) -> bytes:
+        """Learned state as versioned bytes (stored in ``policy_version.state``)."""
+        header = json.dumps(
+            {"kind": self.name, "version": self.state_version, "params": self.params()}
+        ).encode()
+        return _MAGIC + len(header).to_bytes(4, "big") + header + self._state_payload()
+
+    def set_state(self, state: bytes) -> None:
+        """Restore state written by ``get_state``; refuse another kind or a newer version."""
+        if not state.startswith(_MAGIC):
+            raise StateVersionError("not a policy state written by orch")
+        size = int.from_bytes(state[8:12], "big")
+        header = json.loads(state[12 : 12 + size])
+        if header["kind"] != self.name:
+            raise StateVersionError(
+                f"state of a {header['kind']!r} policy cannot load into {self.name!r}"
+            )
+        if header["version"] > self.state_version:
+            raise StateVersionError(
+                f"{self.name!r} state version {header['version']} is newer than this orch "
+                f"understands ({self.state_version}): upgrade orch"
+            )
+        self._load_payload(state[12 + size :])
+
+
+def sample_rows(
+    dist: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one column per row of ``dist`` (n, A) by inverse CDF; -1 for rows with no option.
+
+    >>> d = np.array([[0.0, 1.0], [0.0, 0.0]])
+    >>> a, p = sample_rows(d, d > 0, np.random.default_rng(0))
+    >>> a.tolist(), p.tolist()
+    ([1, -1], [1.0, 0.0])
+    """
+    n, n_actions = dist.shape
+    has_any = eligible.any(axis=1)
+    cdf = np.cumsum(dist, axis=1)
+    u = rng.random(n) * cdf[:, -1]
+    action = (cdf <= u[:, None]).sum(axis=1)
+    action = np.minimum(action, n_actions - 1)
+    # Guard against float round-off landing on a zero-probability column.
+    bad = ~eligible[np.arange(n), action] & has_any
+    if bad.any():
+        action[bad] = np.argmax(np.where(eligible[bad], dist[bad], -1.0), axis=1)
+    action = np.where(has_any, action, -1)
+    propensity = np.where(has_any, dist[np.arange(n), np.maximum(action, 0)], 0.0)
+    return action.astype(np.int64), propensity

@@ -1,0 +1,26 @@
+"""Uniform random choice among the eligible actions (the exploration baseline)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.base import Policy
+
+
+class UniformPolicy(Policy):
+    """Every eligible action equally likely.
+
+    >>> import numpy as np
+    >>> p = UniformPolicy()
+    >>> p.action_dist(np.zeros((1, 2)), np.zeros((3, 1)), np.array([[True, False, True]]))
+    array([[0.5, 0. , 0.5]])
+    """
+
+    name = "uniform"
+
+    def action_dist(
+        self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+    ) -> np.ndarray:
+        eligible = np.asarray(eligible, dtype=bool)
+        counts = eligible.sum(axis=1, keepdims=True)
+        return np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)

@@ -1,0 +1,127 @@
+"""The `orch` command through its installed entry point, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator.storage.db import make_engine
+
+SMALL = Path(__file__).parent / "data" / "plan_small.yaml"
+ORCH = shutil.which("orch", path=str(Path(sys.executable).parent)) or "orch"
+
+
+def orch(db_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCH_DATABASE_URL": db_url, "ORCH_ACTOR": "tester", "COLUMNS": "200"}
+    return subprocess.run(
+        [ORCH, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.fixture
+def cli_db(db_url: str) -> str:
+    assert orch(db_url, "init").returncode == 0
+    return db_url
+
+
+def test_init_apply_export_diff_round_trip(cli_db: str) -> None:
+    first = orch(cli_db, "plan", "apply", str(SMALL))
+    assert first.returncode == 0, first.stderr
+    assert "applied" in first.stdout and "+ campaign birthday" in first.stdout
+    exported = orch(cli_db, "plan", "export")
+    assert exported.returncode == 0
+    diff = orch(cli_db, "plan", "diff", "-", stdin=exported.stdout)
+    assert diff.returncode == 0, diff.stderr
+    assert "no changes" in diff.stdout
+    again = orch(cli_db, "init")
+    assert "already up to date" in again.stdout
+
+
+def test_listings_have_json(cli_db: str) -> None:
+    orch(cli_db, "plan", "apply", str(SMALL))
+    camps = json.loads(orch(cli_db, "campaigns", "list", "--json").stdout)
+    assert [c["id"] for c in camps] == ["birthday", "discount", "winback"]
+    assert json.loads(orch(cli_db, "caps", "list", "--json").stdout)[0]["max"] == 3
+    assert json.loads(orch(cli_db, "exclusions", "list", "--json").stdout)[0]["days"] == 30
+    shown = json.loads(orch(cli_db, "campaigns", "show", "discount", "--json").stdout)
+    assert shown["treatments"][0]["payload"] == {"template": "spring-20"}
+    table = orch(cli_db, "campaigns", "list")
+    assert "Spring discount" in table.stdout and "2026-03-01" in table.stdout
+
+
+def test_admin_edits_land_in_the_audit_log(cli_db: str) -> None:
+    orch(cli_db, "plan", "apply", str(SMALL))
+    assert orch(cli_db, "campaigns", "pause", "discount").returncode == 0
+    assert orch(cli_db, "priority", "set", "winback", "5").returncode == 0
+    assert orch(cli_db, "exclusions", "add", "birthday", "winback", "--days", "10").returncode == 0
+    assert orch(cli_db, "caps", "set", "--channel", "sms", "--max", "1", "--per-days", "14")\
+        .returncode == 0
+    audit = json.loads(orch(cli_db, "audit", "--json").stdout)
+    assert [a["action"] for a in audit] == [
+        "plan.apply", "campaign.pause", "priority.set", "exclusion.add", "cap.set"
+    ]
+    assert all(a["actor"] == "tester" for a in audit)
+    assert audit[2]["changes"] == ["+ campaign winback.priority: 5"]
+
+
+def _snapshot(url: str) -> dict[str, list[tuple]]:
+    from tests.conftest import table_snapshot
+
+    engine = make_engine(url)
+    try:
+        return table_snapshot(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("campaigns", "pause", "ghost"), "error: no campaign with id 'ghost'"),
+        (("priority", "set", "discount", "1"), "priority 1 is already given to 'birthday'"),
+        (("exclusions", "add", "winback", "winback", "--days", "3"), "cannot exclude itself"),
+        (("caps", "set", "--max", "-1", "--per-days", "7"), "greater than or equal to 1"),
+        (("audit", "--since", "yesterday"), "--since: 'yesterday' is not a date"),
+        (("plan", "apply", "/nonexistent.yaml"), "/nonexistent.yaml: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    cli_db: str, args: tuple[str, ...], message: str
+) -> None:
+    orch(cli_db, "plan", "apply", str(SMALL))
+    before = _snapshot(cli_db)
+    result = orch(cli_db, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert _snapshot(cli_db) == before
+
+
+def test_bad_plan_file_points_at_the_line(cli_db: str, tmp_path: Path) -> None:
+    bad = tmp_path / "plan.yaml"
+    bad.write_text(SMALL.read_text().replace("control_fraction: 0.15", "control_fraction: 1.5"))
+    result = orch(cli_db, "plan", "apply", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:43: campaigns[2] (winback).control_fraction" in result.stderr
+    valid = orch(cli_db, "plan", "validate", str(bad))
+    assert valid.returncode == 2 and "control_fraction" in valid.stderr
+    assert orch(cli_db, "plan", "validate", str(SMALL)).stdout.startswith("ok")
+
+
+def test_uninitialized_database_says_what_to_do(tmp_path: Path) -> None:
+    result = orch(f"sqlite:///{tmp_path / 'new.db'}", "campaigns", "list")
+    assert result.returncode == 1
+    assert "run `orch init` first" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    result = subprocess.run([ORCH, "plan", "apply"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Missing argument" in result.stderr
