@@ -169,7 +169,21 @@ def set_priority(
         raise InputError(f"priority must be 1 or more (lower wins), got {priority}")
 
     def edit(plan: Plan) -> None:
-        _campaign(plan, campaign_id).priority = priority
+        camp = _campaign(plan, campaign_id)
+        holder = next(
+            (
+                c.id
+                for c in plan.campaigns
+                if c.priority == priority and c.id != campaign_id and c.status != "archived"
+            ),
+            None,
+        )
+        if priority is not None and holder is not None:
+            raise InputError(
+                f"priority {priority} is already given to {holder!r}; priorities must be "
+                f"distinct (lower wins): clear or move {holder!r} first"
+            )
+        camp.priority = priority
 
     action = "priority.set" if priority is not None else "priority.clear"
     return _edit(engine, edit, actor=actor, action=action, target=campaign_id)
@@ -190,9 +204,7 @@ def add_exclusion(
     def edit(plan: Plan) -> None:
         for cid in (if_received, exclude):
             _campaign(plan, cid)
-        rest = [
-            x for x in plan.exclusions if (x.if_received, x.exclude) != (if_received, exclude)
-        ]
+        rest = [x for x in plan.exclusions if (x.if_received, x.exclude) != (if_received, exclude)]
         plan.exclusions = [*rest, spec]
 
     return _edit(
@@ -204,9 +216,7 @@ def remove_exclusion(
     engine: sa.Engine, if_received: str, exclude: str, *, actor: str
 ) -> ApplyResult:
     def edit(plan: Plan) -> None:
-        rest = [
-            x for x in plan.exclusions if (x.if_received, x.exclude) != (if_received, exclude)
-        ]
+        rest = [x for x in plan.exclusions if (x.if_received, x.exclude) != (if_received, exclude)]
         if len(rest) == len(plan.exclusions):
             raise NotFound(f"no exclusion {if_received!r} -> {exclude!r}")
         plan.exclusions = rest
@@ -235,9 +245,7 @@ def set_cap(
     return _edit(engine, edit, actor=actor, action="cap.set", target=_cap_target(spec.key))
 
 
-def remove_cap(
-    engine: sa.Engine, *, channel: str | None, per_days: int, actor: str
-) -> ApplyResult:
+def remove_cap(engine: sa.Engine, *, channel: str | None, per_days: int, actor: str) -> ApplyResult:
     key = ("channel" if channel else "global", channel or "", per_days)
 
     def edit(plan: Plan) -> None:

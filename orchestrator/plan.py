@@ -213,7 +213,8 @@ class PlanSource:
         return self.name
 
     def problem(self, loc: tuple[Any, ...], message: str) -> str:
-        return f"{self.where(loc)}: {_format_path(loc, self.data)}: {message}"
+        where = f"{self.where(loc)}: " if self.name else ""
+        return f"{where}{_format_path(loc, self.data)}: {message}"
 
 
 def _pydantic_message(err: Mapping[str, Any]) -> str:
@@ -291,7 +292,7 @@ def check_plan(
     ``known_attributes`` are attribute types already in the database (from imports); the plan's
     own ``attributes`` section adds to them and must agree with them.
     """
-    src = source or PlanSource("<plan>", "", plan.model_dump(mode="json"))
+    src = source or PlanSource("", "", plan.model_dump(mode="json"))
     problems: list[str] = []
 
     def add(loc: tuple[Any, ...], message: str) -> None:
@@ -402,7 +403,9 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
+    # Double quotes escape what YAML would otherwise read back differently (NEL, LS, PS...).
+    odd = not value.isprintable() or any(ch in value for ch in "\x85\u2028\u2029\ufeff")
+    style = '"' if odd else ("|" if "\n" in value else None)
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -411,7 +414,9 @@ _Dumper.add_representer(str, _str_presenter)
 
 def plan_to_yaml(plan: Plan) -> str:
     """The plan as YAML that parses back to an equal plan."""
-    header = "# Exported by `orch plan export`: edit, then `orch plan diff` and `orch plan apply`.\n"
+    header = (
+        "# Exported by `orch plan export`: edit, then `orch plan diff` and `orch plan apply`.\n"
+    )
     body = yaml.dump(
         plan_to_dict(plan), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )

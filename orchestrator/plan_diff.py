@@ -19,7 +19,7 @@ class Change:
 
     def __str__(self) -> str:
         if self.op == "add":
-            return f"+ {self.path}" + (f": {_show(self.after)}" if self.after is not None else "")
+            return f"+ {self.path}" + (f": {self.after}" if self.after is not None else "")
         if self.op == "remove":
             return f"- {self.path}"
         return f"~ {self.path}: {_show(self.before)} -> {_show(self.after)}"
@@ -82,7 +82,9 @@ def _diff_campaign(old: CampaignSpec, new: CampaignSpec) -> list[Change]:
         new_t
     ):
         changes.append(
-            Change("change", f"{prefix}.treatment_order", list(old_t), [t.id for t in new.treatments])
+            Change(
+                "change", f"{prefix}.treatment_order", list(old_t), [t.id for t in new.treatments]
+            )
         )
     return changes
 
@@ -140,9 +142,7 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
             changes.append(Change("add", label, None, f"{days} days"))
         elif old_x[pair] != days:
             changes.append(Change("change", f"{label}.days", old_x[pair], days))
-    changes += [
-        Change("remove", f"exclusion {p[0]} -> {p[1]}") for p in old_x if p not in new_x
-    ]
+    changes += [Change("remove", f"exclusion {p[0]} -> {p[1]}") for p in old_x if p not in new_x]
     return changes
 
 

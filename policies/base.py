@@ -39,6 +39,7 @@ class Policy(ABC):
 
     name: ClassVar[str]
     state_version: ClassVar[int] = 1
+    uses_context: ClassVar[bool] = True  # False: the run skips building contexts
 
     @abstractmethod
     def action_dist(

@@ -130,7 +130,7 @@ def test_priority_set_and_clear(applied: sa.Engine, snapshot) -> None:
     admin.set_priority(applied, "winback", 2, actor="ana")
     assert admin.current_plan(applied).campaign("winback").priority == 2
     before = snapshot(applied)
-    with pytest.raises(PlanError, match="priority 2 is already given to 'winback'"):
+    with pytest.raises(InputError, match="priority 2 is already given to 'winback'"):
         admin.set_priority(applied, "discount", 2, actor="ana")
     with pytest.raises(CampaignNotFound, match="no campaign with id 'nope'"):
         admin.set_priority(applied, "nope", 3, actor="ana")

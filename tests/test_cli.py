@@ -110,7 +110,7 @@ def test_bad_plan_file_points_at_the_line(cli_db: str, tmp_path: Path) -> None:
     bad.write_text(SMALL.read_text().replace("control_fraction: 0.15", "control_fraction: 1.5"))
     result = orch(cli_db, "plan", "apply", str(bad))
     assert result.returncode == 2
-    assert f"{bad}:43: campaigns[2] (winback).control_fraction" in result.stderr
+    assert f"{bad}:42: campaigns[2] (winback).control_fraction" in result.stderr
     valid = orch(cli_db, "plan", "validate", str(bad))
     assert valid.returncode == 2 and "control_fraction" in valid.stderr
     assert orch(cli_db, "plan", "validate", str(SMALL)).stdout.startswith("ok")

@@ -50,17 +50,17 @@ def test_the_small_plan_is_valid() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("control_fraction: 0.15", "control_fraction: 1.5", "plan.yaml:43: campaigns[2] (winback)"
+        ("control_fraction: 0.15", "control_fraction: 1.5", "plan.yaml:42: campaigns[2] (winback)"
          ".control_fraction: Input should be less than 1 (got 1.5)"),
         ("{scope: global, max: 3", "{scope: global, max: -1", "plan.yaml:13: caps[0].max: "
          "Input should be greater than or equal to 1 (got -1)"),
-        ("start: 2026-03-01", "start: 2026-02-30", "plan.yaml:29: campaigns[1] (discount).start"),
+        ("start: 2026-03-01", "start: 2026-02-30", "plan.yaml:28: campaigns[1] (discount).start"),
         ("end: 2026-05-31", "end: 2026-01-31", "end 2026-01-31 is before start 2026-03-01"),
         ("    measurement_days: 14", "    measurment_days: 14",
          "campaigns[2] (winback).measurment_days: unknown field"),
         ("timezone: Europe/Madrid", "timezone: Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
         ("{id: win15, cost: 0.05", "{id: win15, cost: -0.05", "treatments[0] (win15).cost"),
-        ("name: We miss you", "name: We miss you\n    name: again", "plan.yaml:38: not valid YAML: "
+        ("name: We miss you", "name: We miss you\n    name: again", "plan.yaml:39: not valid YAML: "
          "duplicate key 'name'"),
         ("campaigns:", "campaigns: [", "plan.yaml:"),
         ("channel: sms\n    target", "channel: SMS!\n    target", "campaigns[2] (winback).channel"),
@@ -83,9 +83,9 @@ def test_field_problems_name_file_line_and_field(old: str, new: str, expected: s
         ("{if_received: winback", "{if_received: winbak",
          "no campaign with id 'winbak' in the plan (did you mean 'winback'?)"),
         ("    target: 'lifecycle_stage == \"lapsed\"", "    target: 'lifecyle_stage == \"lapsed\"",
-         "plan.yaml:37: campaigns[2] (winback).target: unknown field 'lifecyle_stage' (did you "
+         "plan.yaml:40: campaigns[2] (winback).target: unknown field 'lifecyle_stage' (did you "
          "mean 'lifecycle_stage'?) at position 0"),
-        ("p_alive > 0.2", "p_alive > 'high'", "campaigns[2] (winback).target"),
+        ("p_alive > 0.2", 'p_alive > "high"', "cannot compare number field 'p_alive' with string"),
         ("    measurement_days: 14", "    priority: 1\n    measurement_days: 14",
          "priority 1 is already given to 'birthday'"),
         ("policy: {name: uniform}", "policy: {name: magic}", "unknown policy 'magic'; choose one"),

@@ -99,7 +99,9 @@ def print_changes(changes: Sequence[Any], *, none_message: str = "no changes") -
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int, int | None], None]]:
+def progress_bar(
+    description: str, total: int | None = None
+) -> Iterator[Callable[[int, int | None], None]]:
     """A rich progress bar on stderr; yields ``update(done, total)``."""
     from rich.progress import (
         BarColumn,

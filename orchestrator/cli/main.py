@@ -8,7 +8,7 @@ import sys
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import admin_cmds, data_cmds, plan_cmds
+from orchestrator.cli import admin_cmds, data_cmds, plan_cmds, run_cmds
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
 
 app = new_app(
@@ -55,6 +55,9 @@ app.add_typer(admin_cmds.exclusions_app, name="exclusions")
 app.add_typer(admin_cmds.caps_app, name="caps")
 app.add_typer(data_cmds.customers_app, name="customers")
 app.add_typer(data_cmds.events_app, name="events")
+app.command("run")(run_cmds.run)
+app.command("explain")(run_cmds.explain)
+app.command("export")(run_cmds.export)
 app.command("audit")(admin_cmds.audit)
 
 
@@ -81,6 +84,7 @@ def run(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+
 
 if __name__ == "__main__":
     run()

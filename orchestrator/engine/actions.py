@@ -88,9 +88,7 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
             cost.append(t.cost)
             feats: dict[str, float] = {f"campaign={camp.id}": 1.0, f"channel={camp.channel}": 1.0}
             for key, value in t.features.items():
-                if isinstance(value, bool):
-                    feats[key] = float(value)
-                elif isinstance(value, int | float):
+                if isinstance(value, bool) or isinstance(value, int | float):
                     feats[key] = float(value)
                 else:
                     feats[f"{key}={value}"] = 1.0

@@ -36,7 +36,9 @@ def customer_keys(customer_ids: Sequence[str], salt: str) -> np.ndarray:
 
 def label_key(label: str) -> np.uint64:
     """A 64-bit key for a campaign id (or any label)."""
-    return np.uint64(int.from_bytes(hashlib.blake2b(label.encode(), digest_size=8).digest(), "little"))
+    return np.uint64(
+        int.from_bytes(hashlib.blake2b(label.encode(), digest_size=8).digest(), "little")
+    )
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -6,8 +6,10 @@ a campaign with a 21-day cooldown sent on day 0 may be sent again on day 21.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +37,9 @@ class History:
     channel_vocab: tuple[str, ...]
 
     @classmethod
-    def empty(cls, campaign_vocab: Sequence[str] = (), channel_vocab: Sequence[str] = ()) -> History:
+    def empty(
+        cls, campaign_vocab: Sequence[str] = (), channel_vocab: Sequence[str] = ()
+    ) -> History:
         z = np.zeros(0, dtype=np.int64)
         b = np.zeros(0, dtype=bool)
         return cls(z, z, z, z, b, z, b, tuple(campaign_vocab), tuple(channel_vocab))
@@ -45,8 +49,53 @@ class History:
         return len(self.row)
 
 
+def history_from_rows(
+    rows: Sequence[Sequence[Any]],
+    ids: Sequence[str],
+    *,
+    day: date,
+    campaign_vocab: Sequence[str],
+    channel_vocab: Sequence[str],
+    measured: Mapping[str, bool],
+) -> History:
+    """Build the history of the customers ``ids`` from decision rows.
+
+    Each row starts ``(customer_id, run_date, campaign_id, channel, group, window_end)``; dates may
+    be ``date`` objects or ISO strings; rows of other customers are ignored.
+    """
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    rows = [r[:6] for r in rows if r[0] in row_of]
+    if not rows:
+        return History.empty(campaign_vocab, channel_vocab)
+    cust, run_dates, camps, chans, groups, ends = zip(*rows, strict=True)
+    camp_code = {cid: i for i, cid in enumerate(campaign_vocab)}
+    chan_code = {ch: i for i, ch in enumerate(channel_vocab)}
+    today = np.datetime64(day, "D")
+    run_d = np.array([str(d) for d in run_dates], dtype="datetime64[D]")
+    end_d = np.array([str(e) if e is not None else "NaT" for e in ends], dtype="datetime64[D]")
+    window_left = (end_d - today).astype(np.int64)
+    window_left[np.isnat(end_d)] = 0
+    m = len(rows)
+    return History(
+        row=np.fromiter((row_of[c] for c in cust), np.int64, m),
+        age=(today - run_d).astype(np.int64),
+        campaign=np.fromiter((camp_code.get(c, -1) for c in camps), np.int64, m),
+        channel=np.fromiter((chan_code.get(c, -1) for c in chans), np.int64, m),
+        sent=np.fromiter(
+            (g == "test" and c is not None for g, c in zip(groups, camps, strict=True)), bool, m
+        ),
+        window_left=window_left,
+        measured=np.fromiter((measured.get(c, False) for c in camps), bool, m),
+        campaign_vocab=tuple(campaign_vocab),
+        channel_vocab=tuple(channel_vocab),
+    )
+
+
 def lookback_days(
-    actions: ActionSet, caps: Sequence[CapSpec], exclusions: Sequence[ExclusionSpec], max_window: int
+    actions: ActionSet,
+    caps: Sequence[CapSpec],
+    exclusions: Sequence[ExclusionSpec],
+    max_window: int,
 ) -> int:
     """How many days of history the blocks of a run can need."""
     spans = [max_window, 1]

@@ -1,0 +1,172 @@
+"""`orch explain`: why a customer did or did not get each campaign on a date."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from orchestrator.errors import NotFound
+from orchestrator.run import decide_raw, default_seed, load_batch_history, prepare
+from orchestrator.storage.db import require_schema, session_scope
+from orchestrator.storage.models import Decision
+from orchestrator.storage.run_repo import load_customers
+
+
+@dataclass
+class CampaignLine:
+    campaign_id: str
+    channel: str
+    priority: int | None
+    possible: bool
+    why_not: list[str]
+    actions: list[dict[str, Any]] = field(default_factory=list)  # treatment, score, probability
+
+
+@dataclass
+class Explanation:
+    customer_id: str
+    day: date
+    in_global_control: bool
+    window_open_until: date | None
+    campaigns: list[CampaignLine]
+    not_live: list[str]
+    logged: dict[str, Any] | None
+    would_choose: str | None
+    no_send_probability: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "date": self.day.isoformat(),
+            "in_global_control": self.in_global_control,
+            "window_open_until": self.window_open_until.isoformat()
+            if self.window_open_until
+            else None,
+            "campaigns": [c.__dict__ for c in self.campaigns],
+            "not_live": self.not_live,
+            "logged_decision": self.logged,
+            "would_choose": self.would_choose,
+            "no_send_probability": self.no_send_probability,
+        }
+
+
+def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanation:
+    """Replay the stages for one customer, with the reason behind every block."""
+    require_schema(engine)
+    with session_scope(engine) as session:
+        prepared = prepare(session, day)
+        logged_row = session.exec(
+            select(Decision).where(
+                col(Decision.run_date) == day, col(Decision.customer_id) == customer_id
+            )
+        ).first()
+    with engine.connect() as conn:
+        raw = load_customers(conn, after=None, limit=1, customer_id=customer_id)
+        if not raw.ids:
+            raise NotFound(f"no customer with id {customer_id!r}")
+        history = load_batch_history(conn, prepared, raw.ids)
+    rng = np.random.default_rng(default_seed(prepared.plan.settings.salt, day))
+    dec = decide_raw(prepared, raw, history, rng, explain=True)
+    acts, setup = prepared.setup.actions, prepared.setup
+    masks, rule_ok = dec.stage_masks, dec.rule_ok
+    assert rule_ok is not None and dec.scores is not None and dec.action_dist is not None
+
+    vocab = history.campaign_vocab
+    sent = [
+        (vocab[c], day - timedelta(days=int(a)))
+        for c, a, s in zip(history.campaign, history.age, history.sent, strict=True)
+        if s and c >= 0
+    ]
+    lines = []
+    for ci, camp in enumerate(acts.campaigns):
+        why: list[str] = []
+        if not rule_ok[0, ci]:
+            why.append(f"rule false: {camp.target}")
+        if masks["global_control"][0, ci]:
+            why.append("global control group (never contacted)")
+        if masks["window"][0, ci]:
+            until = day + timedelta(days=int(dec.window_left[0]))
+            why.append(f"measurement window of another campaign open until {until}")
+        if masks["cooldown"][0, ci]:
+            last = max(d for c, d in sent if c == camp.id)
+            why.append(f"cooldown: last sent {last}, {camp.cooldown_days} days")
+        if masks["exclusion"][0, ci]:
+            for x in setup.exclusions:
+                got = [d for c, d in sent if c == x.if_received and (day - d).days < x.days]
+                if x.exclude == camp.id and got:
+                    why.append(f"excluded by {x.if_received} received {max(got)} ({x.days} days)")
+        if masks["cap"][0, ci]:
+            for cap in setup.caps:
+                if cap.scope == "global" or cap.channel == camp.channel:
+                    used = sum(
+                        1
+                        for c, d in sent
+                        if (day - d).days < cap.per_days
+                        and (cap.scope == "global" or _channel(prepared, c) == cap.channel)
+                    )
+                    if used >= cap.max:
+                        scope = cap.channel or "all channels"
+                        why.append(
+                            f"cap reached: {used}/{cap.max} on {scope} in {cap.per_days} days"
+                        )
+        line = CampaignLine(camp.id, camp.channel, camp.priority, not why, why)
+        for a in np.flatnonzero(acts.campaign_of == ci).tolist():
+            prob = float(dec.action_dist[0, a])
+            score = float(dec.scores[0, a])
+            line.actions.append(
+                {
+                    "treatment": acts.treatment_ids[a],
+                    "score": None if np.isnan(score) else score,
+                    "probability": prob,
+                }
+            )
+        lines.append(line)
+    no_send_p = None
+    if acts.no_send is not None and dec.reason[0] == 2:
+        no_send_p = float(dec.action_dist[0, acts.no_send])
+    logged = None
+    if logged_row is not None:
+        logged = {
+            "campaign": logged_row.campaign_id,
+            "treatment": logged_row.treatment_id,
+            "group": logged_row.group,
+            "reason": logged_row.reason,
+            "propensity": logged_row.propensity,
+            "window_end": logged_row.window_end.isoformat() if logged_row.window_end else None,
+        }
+    live = set(acts.campaign_ids)
+    return Explanation(
+        customer_id=customer_id,
+        day=day,
+        in_global_control=bool(dec.in_global_control[0]),
+        window_open_until=day + timedelta(days=int(dec.window_left[0]))
+        if dec.window_left[0] > 0
+        else None,
+        campaigns=lines,
+        not_live=[
+            f"{c.id} ({_not_live_reason(c, day)})"
+            for c in prepared.plan.campaigns
+            if c.id not in live
+        ],
+        logged=logged,
+        would_choose=acts.label(int(dec.action[0])) if dec.action[0] >= 0 else None,
+        no_send_probability=no_send_p,
+    )
+
+
+def _channel(prepared: Any, campaign_id: str) -> str | None:
+    camp = prepared.plan.campaign(campaign_id)
+    return camp.channel if camp else None
+
+
+def _not_live_reason(camp: Any, day: date) -> str:
+    if camp.status != "active":
+        return camp.status
+    if camp.start and day < camp.start:
+        return f"starts {camp.start}"
+    return f"ended {camp.end}"

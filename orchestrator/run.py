@@ -1,0 +1,496 @@
+"""The daily run: decide for every customer, batch by batch, and log each decision.
+
+A run is keyed by its date. Each batch is written in one transaction together with the run's
+resume point, so a run that died resumes after its last committed batch, with no customer decided
+twice and none skipped. Rerunning a finished date changes nothing unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator.engine.actions import ActionSet, build_actions
+from orchestrator.engine.columns import build_columns, context_matrix
+from orchestrator.engine.decide import (
+    GROUPS,
+    REASONS,
+    STAGES,
+    BatchDecisions,
+    BatchInput,
+    RunSetup,
+    decide_batch,
+)
+from orchestrator.engine.hashing import customer_keys
+from orchestrator.engine.history import lookback_days
+from orchestrator.errors import InputError, PlanError, RuleError, RunInProgress
+from orchestrator.features import rule_schema
+from orchestrator.plan import Plan, check_plan
+from orchestrator.rules import Rule
+from orchestrator.storage.db import require_schema, session_scope
+from orchestrator.storage.models import Decision, PolicyVersion, Reward, Run, utcnow
+from orchestrator.storage.plan_repo import attribute_types, read_plan
+from orchestrator.storage.run_repo import (
+    count_customers,
+    insert_decisions,
+    load_customers,
+    load_history,
+)
+from policies import POLICIES, Policy
+
+STALE_AFTER = timedelta(minutes=15)
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class RunReport:
+    run_date: date
+    status: str  # done | already_done | dry_run
+    customers: int = 0
+    decided: int = 0
+    batches: int = 0
+    resumed_after_batches: int = 0
+    seconds: float = 0.0
+    policy_name: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+# --- setup shared by the run, the dry run and explain ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: Plan
+    setup: RunSetup
+    schema: dict[str, str]
+    needed: frozenset[str]
+    context_names: tuple[str, ...]
+    policy_version_id: int | None
+    max_window: int
+
+
+def prepare(session: Session, day: date) -> Prepared:
+    """Load the plan and policy for ``day`` and compile the live campaigns' rules."""
+    plan = read_plan(session)
+    attributes = {**attribute_types(session), **plan.attributes}
+    try:
+        check_plan(
+            plan, known_attributes=attribute_types(session, origin="import"), policy_names=POLICIES
+        )
+    except PlanError as exc:
+        raise PlanError(f"the stored plan is no longer valid: {exc}") from None
+    schema = rule_schema(attributes)
+    actions = build_actions(plan, day)
+    rules = []
+    for camp in actions.campaigns:
+        try:
+            rules.append(Rule.compile(camp.target, schema))
+        except RuleError as exc:
+            raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
+    policy, version_id = _load_policy(session, plan)
+    context_names: tuple[str, ...] = ()
+    if getattr(policy, "uses_context", True):
+        context_names = tuple(
+            sorted(name for name, dtype in schema.items() if dtype in ("number", "bool"))
+        )
+    needed = frozenset().union(*(r.fields for r in rules), context_names)
+    setup = RunSetup(
+        day=day,
+        actions=actions,
+        rules=rules,
+        caps=tuple(plan.caps),
+        exclusions=tuple(plan.exclusions),
+        global_control_fraction=plan.settings.global_control_fraction,
+        policy=policy,
+    )
+    max_window = max((c.measurement_days for c in plan.campaigns), default=1)
+    return Prepared(plan, setup, schema, needed, context_names, version_id, max_window)
+
+
+def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None]:
+    spec = plan.settings.policy
+    try:
+        policy = POLICIES[spec.name](**spec.params)
+    except TypeError as exc:
+        raise PlanError(f"settings.policy.params: {exc}") from None
+    version = session.exec(
+        select(PolicyVersion)
+        .where(col(PolicyVersion.kind) == spec.name, col(PolicyVersion.status) == "active")
+        .order_by(col(PolicyVersion.id).desc())
+    ).first()
+    if version is not None and version.state:
+        policy.set_state(version.state)
+        return policy, version.id
+    return policy, None
+
+
+def default_seed(salt: str, day: date) -> int:
+    digest = hashlib.blake2b(f"{salt}:{day.isoformat()}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def decide_raw(
+    prepared: Prepared, raw: Any, history: Any, rng: np.random.Generator, *, explain: bool = False
+) -> BatchDecisions:
+    """Decide for a loaded batch (shared by the run and `orch explain`)."""
+    setup = prepared.setup
+    columns = build_columns(
+        raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day
+    )
+    contexts = (
+        context_matrix(columns, prepared.context_names)
+        if prepared.context_names
+        else np.zeros((len(raw), 0), dtype=np.float32)
+    )
+    keys = customer_keys(raw.ids, prepared.plan.settings.salt)
+    return decide_batch(setup, BatchInput(keys, columns, contexts, history), rng, explain=explain)
+
+
+def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> Any:
+    plan, setup = prepared.plan, prepared.setup
+    return load_history(
+        conn,
+        ids,
+        day=setup.day,
+        lookback_days=lookback_days(
+            setup.actions, setup.caps, setup.exclusions, prepared.max_window
+        ),
+        campaign_vocab=[c.id for c in plan.campaigns],
+        channel_vocab=sorted({c.channel for c in plan.campaigns}),
+        measured={c.id: c.measured for c in plan.campaigns},
+    )
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(run: Run, now: datetime) -> bool:
+    host, _, pid = run.owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return now - run.heartbeat_at < STALE_AFTER
+
+
+def _acquire(
+    engine: sa.Engine, day: date, *, force: bool, seed: int | None, salt: str
+) -> tuple[Run | None, bool]:
+    """Claim the run row for ``day``; return (run, resumed), or (None, False) if already done."""
+    now = utcnow()
+    try:
+        with session_scope(engine) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.exec(sa.text("SELECT pg_advisory_xact_lock(4242002)"))  # type: ignore[call-overload]
+            runs = list(session.exec(select(Run).order_by(col(Run.run_date))))
+            for other in runs:
+                if other.status == "running" and _alive(other, now):
+                    raise RunInProgress(
+                        f"a run for {other.run_date} is in progress (owner {other.owner}, "
+                        f"last heartbeat {other.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); "
+                        "wait for it to finish"
+                    )
+            unfinished = [r for r in runs if r.status != "done" and r.run_date != day]
+            if unfinished and not force:
+                raise InputError(
+                    f"the run for {unfinished[0].run_date} did not finish: resume it with "
+                    f"`orch run --date {unfinished[0].run_date}` (or --force to run {day} anyway)"
+                )
+            later = [r for r in runs if r.status == "done" and r.run_date > day]
+            if later and not force:
+                raise InputError(
+                    f"a run for {later[-1].run_date} is already done and runs go forward in time; "
+                    f"use --force to run {day} anyway"
+                )
+            run = next((r for r in runs if r.run_date == day), None)
+            if run is not None and run.status == "done" and not force:
+                return None, False
+            resumed = run is not None and run.status != "done" and not force
+            if run is not None and not resumed:
+                _clear_decisions(session, day)
+                session.delete(run)
+                session.flush()
+                run = None
+            if run is None:
+                run = Run(
+                    run_date=day,
+                    status="running",
+                    owner=_owner(),
+                    seed=seed if seed is not None else default_seed(salt, day),
+                    forced=force,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            else:
+                run.status, run.owner, run.heartbeat_at, run.error = "running", _owner(), now, None
+            session.add(run)
+            session.flush()
+            return run, resumed
+    except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+        if "locked" in str(exc) or isinstance(exc, sa.exc.IntegrityError):
+            raise RunInProgress("another run is starting on this database; try again") from None
+        raise
+
+
+def _clear_decisions(session: Session, day: date) -> None:
+    matured = session.exec(
+        select(sa.func.count())
+        .select_from(Reward)
+        .join(Decision, col(Decision.id) == col(Reward.decision_id))
+        .where(col(Decision.run_date) == day)
+    ).one()
+    if matured:
+        raise InputError(
+            f"decisions of {day} already have {matured} matured rewards; a forced rerun would "
+            "lose them"
+        )
+    session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))  # type: ignore[call-overload]
+
+
+def run_daily(
+    engine: sa.Engine,
+    *,
+    day: date,
+    dry_run: bool = False,
+    force: bool = False,
+    seed: int | None = None,
+    batch_size: int = 50_000,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Decide for every customer on ``day``; see the module docstring."""
+    require_schema(engine)
+    started = time.perf_counter()
+    with session_scope(engine) as session:
+        prepared = prepare(session, day)
+    settings = prepared.plan.settings
+    if dry_run:
+        run = Run(run_date=day, status="dry_run", seed=seed or default_seed(settings.salt, day))
+        resumed = False
+    else:
+        claimed, resumed = _acquire(engine, day, force=force, seed=seed, salt=settings.salt)
+        if claimed is None:
+            with session_scope(engine) as session:
+                done = session.exec(select(Run).where(col(Run.run_date) == day)).one()
+            return RunReport(
+                day,
+                "already_done",
+                counts=done.counts,
+                policy_name=done.policy_name,
+                batches=done.batches_done,
+            )
+        run = claimed
+    report = RunReport(
+        day,
+        "dry_run" if dry_run else "done",
+        resumed_after_batches=run.batches_done if resumed else 0,
+        policy_name=settings.policy.name,
+    )
+    counts = _Counts.from_json(run.counts if resumed else {})
+    try:
+        _loop(
+            engine,
+            prepared,
+            run,
+            counts,
+            report,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    except BaseException as exc:
+        if not dry_run:
+            _mark_failed(engine, day, exc)
+        raise
+    report.counts = counts.to_json()
+    report.customers = counts.customers
+    report.decided = counts.decided
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _loop(
+    engine: sa.Engine,
+    prepared: Prepared,
+    run: Run,
+    counts: _Counts,
+    report: RunReport,
+    *,
+    dry_run: bool,
+    batch_size: int,
+    progress: Progress | None,
+) -> None:
+    setup = prepared.setup
+    acts = setup.actions
+    with engine.connect() as reader:
+        total = count_customers(reader)
+        reader.rollback()
+    after, batch_no = run.last_customer_id, run.batches_done
+    done = counts.customers
+    if progress:
+        progress(done, total)
+    while True:
+        with engine.connect() as reader:
+            raw = load_customers(reader, after=after, limit=batch_size)
+            if not raw.ids:
+                break
+            history = load_batch_history(reader, prepared, raw.ids)
+            reader.rollback()
+        rng = np.random.default_rng([run.seed, batch_no])
+        dec = decide_raw(prepared, raw, history, rng)
+        counts.add(dec, acts)
+        rows = _decision_rows(
+            dec, raw.ids, acts, setup.day, batch_no, report.policy_name, prepared.policy_version_id
+        )
+        after, batch_no = raw.ids[-1], batch_no + 1
+        if not dry_run:
+            with engine.begin() as conn:
+                insert_decisions(conn, rows)
+                conn.execute(
+                    sa.update(Run)
+                    .where(col(Run.run_date) == setup.day)
+                    .values(
+                        batches_done=batch_no,
+                        last_customer_id=after,
+                        heartbeat_at=utcnow(),
+                        counts=counts.to_json(),
+                        policy_name=report.policy_name,
+                        policy_version_id=prepared.policy_version_id,
+                    )
+                )
+        report.batches += 1
+        done += len(raw.ids)
+        if progress:
+            progress(done, max(total, done))
+    if not dry_run:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(Run)
+                .where(col(Run.run_date) == setup.day)
+                .values(
+                    status="done",
+                    finished_at=utcnow(),
+                    counts=counts.to_json(),
+                    policy_name=report.policy_name,
+                )
+            )
+
+
+def _mark_failed(engine: sa.Engine, day: date, exc: BaseException) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(Run)
+                .where(col(Run.run_date) == day, col(Run.status) == "running")
+                .values(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            )
+    except Exception:  # the original error matters more than this bookkeeping
+        pass
+
+
+def _decision_rows(
+    dec: BatchDecisions,
+    ids: list[str],
+    acts: ActionSet,
+    day: date,
+    batch_no: int,
+    policy_name: str,
+    policy_version_id: int | None,
+) -> list[dict[str, Any]]:
+    rows = []
+    campaigns = acts.campaigns
+    for i in np.flatnonzero(dec.decided).tolist():
+        a, c = int(dec.action[i]), int(dec.campaign[i])
+        camp = campaigns[c] if c >= 0 else None
+        rows.append(
+            {
+                "run_date": day,
+                "customer_id": ids[i],
+                "campaign_id": camp.id if camp else None,
+                "treatment_id": acts.treatment_ids[a],
+                "channel": camp.channel if camp else None,
+                "group": GROUPS[int(dec.group[i])],
+                "propensity": float(dec.propensity[i]),
+                "reason": REASONS[int(dec.reason[i])],
+                "policy_name": policy_name,
+                "policy_version_id": policy_version_id,
+                "window_end": day + timedelta(days=int(dec.window_days[i])) if camp else None,
+                "batch": batch_no,
+            }
+        )
+    return rows
+
+
+# --- counts for the summary ------------------------------------------------------------------
+
+
+@dataclass
+class _Counts:
+    customers: int = 0
+    targeted: int = 0
+    decided: int = 0
+    global_control: int = 0
+    by_action: Counter[str] = field(default_factory=Counter)  # "campaign|treatment|reason|group"
+    suppressed: Counter[str] = field(default_factory=Counter)  # stage -> customers emptied
+
+    def add(self, dec: BatchDecisions, acts: ActionSet) -> None:
+        self.customers += len(dec.action)
+        self.targeted += int(dec.targeted.sum())
+        self.decided += int(dec.decided.sum())
+        self.global_control += int(dec.in_global_control.sum())
+        for si in np.flatnonzero(
+            np.bincount(dec.suppressed_by[dec.suppressed_by >= 0], minlength=len(STAGES))
+        ):
+            self.suppressed[STAGES[si]] += int((dec.suppressed_by == si).sum())
+        decided = dec.decided
+        keys = (
+            dec.action[decided] * 16
+            + dec.reason[decided].astype(np.int64) * 4
+            + dec.group[decided].astype(np.int64)
+        )
+        values, freq = np.unique(keys, return_counts=True)
+        for key, n in zip(values.tolist(), freq.tolist(), strict=True):
+            a, rest = divmod(key, 16)
+            r, g = divmod(rest, 4)
+            c = int(acts.campaign_of[a])
+            camp = acts.campaigns[c].id if c >= 0 else ""
+            label = f"{camp}|{acts.treatment_ids[a] or ''}|{REASONS[r]}|{GROUPS[g]}"
+            self.by_action[label] += n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customers": self.customers,
+            "targeted": self.targeted,
+            "decided": self.decided,
+            "global_control": self.global_control,
+            "by_action": dict(sorted(self.by_action.items())),
+            "suppressed": {s: self.suppressed[s] for s in STAGES if self.suppressed[s]},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Counts:
+        return cls(
+            customers=data.get("customers", 0),
+            targeted=data.get("targeted", 0),
+            decided=data.get("decided", 0),
+            global_control=data.get("global_control", 0),
+            by_action=Counter(data.get("by_action", {})),
+            suppressed=Counter(data.get("suppressed", {})),
+        )

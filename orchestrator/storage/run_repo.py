@@ -1,0 +1,135 @@
+"""Columnar reads and bulk writes for the daily run (no per-customer ORM objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from orchestrator.engine.history import History, history_from_rows
+from orchestrator.features import COMPUTED_FEATURES
+from orchestrator.storage.models import Decision
+
+FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
+
+
+def _collate(conn: sa.Connection) -> str:
+    # Byte order on both backends, so batches (and seeded decisions) are the same everywhere.
+    return ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """Customers in id order: ``ids``, their attribute dicts and computed-feature columns."""
+
+    ids: list[str]
+    attributes: list[dict[str, Any]]
+    features: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_customers(
+    conn: sa.Connection,
+    *,
+    after: str | None,
+    limit: int,
+    customer_id: str | None = None,
+    feature_names: Sequence[str] = FEATURE_COLUMNS,
+) -> RawBatch:
+    """The next ``limit`` customers with id greater than ``after`` (or one given customer)."""
+    collate = _collate(conn)
+    attrs = "c.attributes::text" if conn.dialect.name == "postgresql" else "c.attributes"
+    feats = "".join(f", f.{name}" for name in feature_names)
+    if customer_id is not None:
+        where, params = "c.customer_id = :cid", {"cid": customer_id}
+    elif after is None:
+        where, params = "1 = 1", {}
+    else:
+        where, params = f"c.customer_id{collate} > :after", {"after": after}
+    sql = sa.text(
+        f"SELECT c.customer_id, {attrs}{feats} FROM customer c "
+        f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id "
+        f"WHERE {where} ORDER BY c.customer_id{collate} LIMIT :limit"
+    )
+    rows = conn.execute(sql, {**params, "limit": limit}).all()
+    if not rows:
+        return RawBatch([], [], {name: [] for name in feature_names})
+    cols = list(zip(*rows, strict=True))
+    loads = orjson.loads
+    return RawBatch(
+        ids=list(cols[0]),
+        attributes=[loads(a) if a else {} for a in cols[1]],
+        features={name: list(cols[2 + i]) for i, name in enumerate(feature_names)},
+    )
+
+
+def count_customers(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text("SELECT COUNT(*) FROM customer")).scalar_one())
+
+
+def load_history(
+    conn: sa.Connection,
+    ids: Sequence[str],
+    *,
+    day: date,
+    lookback_days: int,
+    campaign_vocab: Sequence[str],
+    channel_vocab: Sequence[str],
+    measured: Mapping[str, bool],
+) -> History:
+    """Decisions of the batch's customers in the ``lookback_days`` before ``day``."""
+    if not ids:
+        return History.empty(campaign_vocab, channel_vocab)
+    collate = _collate(conn)
+    since = date.fromordinal(day.toordinal() - lookback_days)
+    where_ids = (
+        "customer_id = :lo"
+        if len(ids) == 1
+        else f"customer_id{collate} >= :lo AND customer_id{collate} <= :hi"
+    )
+    rows = conn.execute(
+        sa.text(
+            'SELECT customer_id, run_date, campaign_id, channel, "group", window_end '
+            f"FROM decision WHERE {where_ids} AND run_date >= :since AND run_date < :day"
+        ),
+        {"lo": ids[0], "hi": ids[-1], "since": since, "day": day},
+    ).all()
+    if not rows:
+        return History.empty(campaign_vocab, channel_vocab)
+    return history_from_rows(
+        rows,
+        ids,
+        day=day,
+        campaign_vocab=campaign_vocab,
+        channel_vocab=channel_vocab,
+        measured=measured,
+    )
+
+
+DECISION_COLUMNS = (
+    "run_date",
+    "customer_id",
+    "campaign_id",
+    "treatment_id",
+    "channel",
+    "group",
+    "propensity",
+    "reason",
+    "policy_name",
+    "policy_version_id",
+    "window_end",
+    "batch",
+)
+
+
+def insert_decisions(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Write decision rows in one executemany (the caller owns the transaction)."""
+    if rows:
+        conn.execute(sa.insert(Decision.__table__), list(rows))  # type: ignore[arg-type]
+    return len(rows)

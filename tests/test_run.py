@@ -1,0 +1,226 @@
+"""The daily run against a real database (SQLite always, PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from orchestrator import admin
+from orchestrator.errors import InputError, PlanError, RunInProgress
+from orchestrator.explain import explain_customer
+from orchestrator.export import export_send_list
+from orchestrator.run import run_daily
+from orchestrator.storage.db import make_engine
+from orchestrator.storage.models import Decision, Run, utcnow
+from tests.helpers import seed_customers
+
+PLAN = Path(__file__).parent / "data" / "plan_run.yaml"
+DAY = date(2026, 11, 23)
+
+
+@pytest.fixture
+def ready(engine: sa.Engine) -> sa.Engine:
+    admin.apply_plan_file(engine, PLAN, actor="test")
+    seed_customers(engine, 600)
+    return engine
+
+
+def decisions(engine: sa.Engine, day: date | None = None) -> list[tuple]:
+    with Session(engine) as s:
+        q = select(Decision)
+        if day:
+            q = q.where(Decision.run_date == day)
+        return sorted(
+            (d.run_date, d.customer_id, d.campaign_id, d.treatment_id, d.group,
+             round(d.propensity, 12), d.reason, d.window_end)
+            for d in s.exec(q)
+        )
+
+
+def test_run_logs_one_decision_per_decided_customer(ready: sa.Engine) -> None:
+    report = run_daily(ready, day=DAY, batch_size=100)
+    rows = decisions(ready)
+    assert report.status == "done" and report.batches == 6 and report.customers == 600
+    assert len(rows) == report.decided > 100
+    assert len({r[1] for r in rows}) == len(rows)
+    reasons = {r[6] for r in rows}
+    assert reasons == {"priority", "policy"}
+    assert {r[4] for r in rows} == {"test", "control"}
+    for r in rows:
+        assert 0 < r[5] <= 1
+        if r[2] == "winback":
+            assert r[7] == DAY + timedelta(days=14)
+    with Session(ready) as s:
+        run = s.exec(select(Run)).one()
+    assert run.status == "done" and run.counts["decided"] == len(rows)
+
+
+def test_rerun_of_a_finished_date_changes_nothing(ready: sa.Engine, snapshot) -> None:
+    run_daily(ready, day=DAY, batch_size=100)
+    before = snapshot(ready)
+    again = run_daily(ready, day=DAY, batch_size=100)
+    assert again.status == "already_done"
+    assert snapshot(ready) == before
+
+
+def test_force_redoes_a_date_with_the_same_decisions(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=100)
+    first = decisions(ready)
+    run_daily(ready, day=DAY, batch_size=100, force=True)
+    assert decisions(ready) == first  # same inputs and seed: the same decisions
+    run_daily(ready, day=DAY, batch_size=100, force=True, seed=12345)
+    changed = decisions(ready)
+    assert changed != first
+    # test/control does not depend on the seed: the same customers are controls for a campaign
+    assert {(r[1], r[2]) for r in first if r[4] == "control"} & {
+        (r[1], r[2]) for r in changed if r[4] == "control"
+    }
+
+
+def test_runs_go_forward_in_time(ready: sa.Engine, snapshot) -> None:
+    run_daily(ready, day=DAY, batch_size=200)
+    before = snapshot(ready)
+    with pytest.raises(InputError, match="already done and runs go forward in time"):
+        run_daily(ready, day=DAY - timedelta(days=1), batch_size=200)
+    assert snapshot(ready) == before
+
+
+def test_dry_run_writes_nothing(ready: sa.Engine, snapshot) -> None:
+    before = snapshot(ready)
+    report = run_daily(ready, day=DAY, dry_run=True, batch_size=100)
+    assert report.status == "dry_run" and report.decided > 0
+    assert snapshot(ready) == before
+
+
+def test_history_blocks_next_days(ready: sa.Engine) -> None:
+    for offset in range(10):
+        run_daily(ready, day=DAY + timedelta(days=offset), batch_size=300)
+    rows = decisions(ready)
+    by_customer: dict[str, list[tuple]] = {}
+    for r in rows:
+        by_customer.setdefault(r[1], []).append(r)
+    measured = {"birthday", "vip", "crosssell", "winback"}
+    for cust_rows in by_customer.values():
+        sends = [r for r in cust_rows if r[2] and r[4] == "test"]
+        for r in sends:
+            week = [p for p in sends if 0 <= (r[0] - p[0]).days < 7]
+            assert len(week) <= 2
+            email = [p for p in sends if p[2] != "winback" and p[2] != "nudge"
+                     and 0 <= (r[0] - p[0]).days < 5]
+            assert len(email) <= 1
+        windows = sorted((r[0], r[7]) for r in cust_rows if r[2] in measured)
+        for (s1, e1), (s2, _) in zip(windows, windows[1:], strict=False):
+            assert s2 >= e1, "two open measurement windows"
+
+
+def test_concurrent_run_is_refused(ready: sa.Engine, snapshot) -> None:
+    with Session(ready) as s:
+        s.add(Run(run_date=DAY, status="running", owner=f"{socket.gethostname()}:{os.getpid()}",
+                  heartbeat_at=utcnow()))
+        s.commit()
+    before = snapshot(ready)
+    with pytest.raises(RunInProgress, match="in progress"):
+        run_daily(ready, day=DAY + timedelta(days=1), batch_size=100)
+    assert snapshot(ready) == before
+
+
+def test_unfinished_run_must_be_resumed_first(ready: sa.Engine) -> None:
+    with Session(ready) as s:
+        s.add(Run(run_date=DAY, status="failed", owner="elsewhere:1", heartbeat_at=utcnow()))
+        s.commit()
+    with pytest.raises(InputError, match=f"the run for {DAY} did not finish"):
+        run_daily(ready, day=DAY + timedelta(days=1), batch_size=100)
+    assert run_daily(ready, day=DAY, batch_size=100).status == "done"
+
+
+def test_plan_invalid_for_current_data_is_refused(ready: sa.Engine, snapshot) -> None:
+    with ready.begin() as conn:
+        conn.execute(sa.text("UPDATE campaign SET target = 'lifecyle_stage == 1' WHERE id = 'vip'"))
+    before = snapshot(ready)
+    with pytest.raises(PlanError, match="unknown field 'lifecyle_stage'"):
+        run_daily(ready, day=DAY, batch_size=100)
+    assert snapshot(ready) == before
+
+
+def test_crash_and_resume_gives_no_duplicate_and_no_missing_decision(
+    ready: sa.Engine, db_url: str
+) -> None:
+    """Kill a real `orch run` between batches, then resume it: same decisions as a clean run."""
+    env = {**os.environ, "ORCH_DATABASE_URL": db_url}
+    cmd = [str(Path(sys.executable).parent / "orch"), "run", "--date", str(DAY),
+           "--batch-size", "10"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = make_engine(db_url)
+    deadline = time.monotonic() + 60
+    killed_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        with engine.connect() as conn:
+            done = conn.execute(sa.text("SELECT batches_done FROM run")).scalar()
+        if done and done >= 5:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = done
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    assert killed_at is not None, "the run finished before it could be killed"
+    with engine.connect() as conn:
+        status, batches = conn.execute(sa.text("SELECT status, batches_done FROM run")).one()
+    assert status == "running" and batches < 60
+    resumed = run_daily(engine, day=DAY, batch_size=10)
+    assert resumed.resumed_after_batches >= 5
+    after_crash = decisions(engine)
+    assert len({r[1] for r in after_crash}) == len(after_crash)
+
+    clean = run_daily(engine, day=DAY, batch_size=10, force=True)
+    assert decisions(engine) == after_crash
+    assert clean.counts == resumed.counts
+    engine.dispose()
+
+
+def test_explain_tells_why(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=300)
+    with Session(ready) as s:
+        d = s.exec(select(Decision).where(Decision.campaign_id == "winback")).first()
+    assert d is not None
+    x = explain_customer(ready, d.customer_id, DAY)
+    assert x.logged is not None and x.logged["campaign"] == "winback"
+    lines = {line.campaign_id: line for line in x.campaigns}
+    assert lines["winback"].possible
+    assert any("rule false" in w for w in lines["vip"].why_not + lines["crosssell"].why_not)
+    nxt = explain_customer(ready, d.customer_id, DAY + timedelta(days=1))
+    until = DAY + timedelta(days=14)
+    assert nxt.window_open_until == until
+    for line in nxt.campaigns:
+        opened = f"measurement window of another campaign open until {until}"
+        assert (opened in line.why_not) == (line.campaign_id != "nudge")  # nudge is unmeasured
+    with pytest.raises(InputError, match="no customer with id 'ghost'"):
+        explain_customer(ready, "ghost", DAY)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_export_send_list(ready: sa.Engine, tmp_path: Path, fmt: str) -> None:
+    run_daily(ready, day=DAY, batch_size=300)
+    out = tmp_path / f"sends.{fmt}"
+    n = export_send_list(ready, day=DAY, out=out, channel="email")
+    expected = [r for r in decisions(ready) if r[4] == "test" and r[2] in
+                {"birthday", "vip", "crosssell"}]
+    assert n == len(expected) > 0
+    if fmt == "parquet":
+        table = pq.read_table(out).to_pylist()
+        assert {row["campaign_id"] for row in table} <= {"birthday", "vip", "crosssell"}
+        assert all(row["payload_template"] for row in table)
+    with pytest.raises(InputError, match="no run for"):
+        export_send_list(ready, day=DAY + timedelta(days=5), out=out)
+    with pytest.raises(InputError, match="unknown export format"):
+        export_send_list(ready, day=DAY, out=tmp_path / "x.xlsx")
