@@ -233,9 +233,13 @@ def set_cap(
     engine: sa.Engine, *, channel: str | None, max_contacts: int, per_days: int, actor: str
 ) -> ApplyResult:
     """Set the cap of a channel (or the global one when ``channel`` is None) over a window."""
-    scope = "channel" if channel else "global"
     try:
-        spec = CapSpec(scope=scope, channel=channel, max=max_contacts, per_days=per_days)
+        spec = CapSpec(
+            scope="channel" if channel else "global",
+            channel=channel,
+            max=max_contacts,
+            per_days=per_days,
+        )
     except ValueError as exc:
         raise InputError(f"cap {channel or 'global'}: {_first_error(exc)}") from None
 

@@ -262,7 +262,7 @@ def _clear_decisions(session: Session, day: date) -> None:
             f"decisions of {day} already have {matured} matured rewards; a forced rerun would "
             "lose them"
         )
-    session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))  # type: ignore[call-overload]
+    session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
 
 
 def run_daily(

@@ -67,7 +67,7 @@ class Policy(ABC):
         action, propensity = sample_rows(dist, eligible, rng)
         return Choice(action, propensity, self.scores(contexts, action_features, eligible), dist)
 
-    def update(
+    def update(  # noqa: B027 - learning is optional: the default learns nothing
         self,
         contexts: np.ndarray,
         action_features: np.ndarray,
@@ -75,7 +75,7 @@ class Policy(ABC):
         rewards: np.ndarray,
         propensities: np.ndarray,
     ) -> None:
-        """Learn from logged ``(context, action, reward, propensity)``; the default learns nothing."""
+        """Learn from logged ``(context, action, reward, propensity)``."""
 
     # --- state -----------------------------------------------------------------------------
 

@@ -49,8 +49,10 @@ def test_diff_shows_field_changes_and_apply_writes_them(applied: sa.Engine, tmp_
     edited.write_text(
         SMALL.read_text()
         .replace("control_fraction: 0.15", "control_fraction: 0.2")
-        .replace("{if_received: winback, exclude: discount, days: 30}",
-                 "{if_received: winback, exclude: discount, days: 45}")
+        .replace(
+            "{if_received: winback, exclude: discount, days: 30}",
+            "{if_received: winback, exclude: discount, days: 45}",
+        )
     )
     changes = [str(c) for c in admin.diff_plan_file(applied, edited)]
     assert changes == [
@@ -83,9 +85,13 @@ def test_a_campaign_left_out_is_archived_not_deleted(applied: sa.Engine, tmp_pat
 
 def test_removed_treatment_is_retired_and_kept(applied: sa.Engine, tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
-    path.write_text(SMALL.read_text().replace(
-        "      - {id: pct10, cost: 0.01, features: {discount: 0.10, kind: discount}, "
-        "payload: {template: spring-10}}\n", ""))
+    path.write_text(
+        SMALL.read_text().replace(
+            "      - {id: pct10, cost: 0.01, features: {discount: 0.10, kind: discount}, "
+            "payload: {template: spring-10}}\n",
+            "",
+        )
+    )
     assert "- campaign discount treatment pct10" in [
         str(c) for c in admin.apply_plan_file(applied, path, actor="ana").changes
     ]

@@ -42,8 +42,16 @@ def decisions(engine: sa.Engine, day: date | None = None) -> list[tuple]:
         if day:
             q = q.where(Decision.run_date == day)
         return sorted(
-            (d.run_date, d.customer_id, d.campaign_id, d.treatment_id, d.group,
-             round(d.propensity, 12), d.reason, d.window_end)
+            (
+                d.run_date,
+                d.customer_id,
+                d.campaign_id,
+                d.treatment_id,
+                d.group,
+                round(d.propensity, 12),
+                d.reason,
+                d.window_end,
+            )
             for d in s.exec(q)
         )
 
@@ -116,18 +124,27 @@ def test_history_blocks_next_days(ready: sa.Engine) -> None:
         for r in sends:
             week = [p for p in sends if 0 <= (r[0] - p[0]).days < 7]
             assert len(week) <= 2
-            email = [p for p in sends if p[2] != "winback" and p[2] != "nudge"
-                     and 0 <= (r[0] - p[0]).days < 5]
+            email = [
+                p
+                for p in sends
+                if p[2] != "winback" and p[2] != "nudge" and 0 <= (r[0] - p[0]).days < 5
+            ]
             assert len(email) <= 1
         windows = sorted((r[0], r[7]) for r in cust_rows if r[2] in measured)
-        for (s1, e1), (s2, _) in zip(windows, windows[1:], strict=False):
+        for (_, e1), (s2, _) in zip(windows, windows[1:], strict=False):
             assert s2 >= e1, "two open measurement windows"
 
 
 def test_concurrent_run_is_refused(ready: sa.Engine, snapshot) -> None:
     with Session(ready) as s:
-        s.add(Run(run_date=DAY, status="running", owner=f"{socket.gethostname()}:{os.getpid()}",
-                  heartbeat_at=utcnow()))
+        s.add(
+            Run(
+                run_date=DAY,
+                status="running",
+                owner=f"{socket.gethostname()}:{os.getpid()}",
+                heartbeat_at=utcnow(),
+            )
+        )
         s.commit()
     before = snapshot(ready)
     with pytest.raises(RunInProgress, match="in progress"):
@@ -158,8 +175,14 @@ def test_crash_and_resume_gives_no_duplicate_and_no_missing_decision(
 ) -> None:
     """Kill a real `orch run` between batches, then resume it: same decisions as a clean run."""
     env = {**os.environ, "ORCH_DATABASE_URL": db_url}
-    cmd = [str(Path(sys.executable).parent / "orch"), "run", "--date", str(DAY),
-           "--batch-size", "10"]
+    cmd = [
+        str(Path(sys.executable).parent / "orch"),
+        "run",
+        "--date",
+        str(DAY),
+        "--batch-size",
+        "10",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     engine = make_engine(db_url)
     deadline = time.monotonic() + 60
@@ -213,8 +236,9 @@ def test_export_send_list(ready: sa.Engine, tmp_path: Path, fmt: str) -> None:
     run_daily(ready, day=DAY, batch_size=300)
     out = tmp_path / f"sends.{fmt}"
     n = export_send_list(ready, day=DAY, out=out, channel="email")
-    expected = [r for r in decisions(ready) if r[4] == "test" and r[2] in
-                {"birthday", "vip", "crosssell"}]
+    expected = [
+        r for r in decisions(ready) if r[4] == "test" and r[2] in {"birthday", "vip", "crosssell"}
+    ]
     assert n == len(expected) > 0
     if fmt == "parquet":
         table = pq.read_table(out).to_pylist()

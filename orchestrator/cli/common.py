@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from orchestrator.config import Settings, get_settings
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -35,16 +38,15 @@ def set_database_url(url: str | None) -> None:
     _state["database_url"] = url
 
 
-def settings():  # type: ignore[no-untyped-def]
-    from orchestrator.config import get_settings
-
+def settings() -> Settings:
+    """The settings, with the --database-url override applied."""
     s = get_settings()
     if _state["database_url"]:
         s = s.model_copy(update={"database_url": _state["database_url"]})
     return s
 
 
-def get_engine(*, schema: bool = True):  # type: ignore[no-untyped-def]
+def get_engine(*, schema: bool = True) -> sa.Engine:
     """The engine on ORCH_DATABASE_URL (or --database-url); checks the schema unless told not."""
     from orchestrator.storage.db import make_engine, require_schema
 

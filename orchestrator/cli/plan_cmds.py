@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 import typer
 
 from orchestrator.cli.common import (
@@ -44,7 +45,7 @@ def validate(
     )
 
 
-def _engine_if_initialized():  # type: ignore[no-untyped-def]
+def _engine_if_initialized() -> sa.Engine | None:
     from orchestrator.storage.db import current_revision
 
     engine = get_engine(schema=False)

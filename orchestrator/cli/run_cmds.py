@@ -119,7 +119,7 @@ def show_summary(report: Any) -> None:
         "cap": "frequency cap",
     }
     print_table(
-        "Customers a rule targeted but who got nothing, by the stage that removed their last option",
+        "Targeted by a rule but got nothing: the stage that removed the last option",
         ["stage", "customers"],
         [(labels.get(k, k), f"{v:,}") for k, v in suppressed.items()],
         justify={"customers": "right"},

@@ -70,7 +70,9 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
     """The live campaigns of ``day`` and their actions, in plan order.
 
     >>> from orchestrator.plan import Plan
-    >>> p = Plan(campaigns=[{"id": "a", "channel": "email", "treatments": [{"id": "x"}, {"id": "y"}]}])
+    >>> p = Plan(campaigns=[
+    ...     {"id": "a", "channel": "email", "treatments": [{"id": "x"}, {"id": "y"}]}
+    ... ])
     >>> acts = build_actions(p, date(2026, 1, 1))
     >>> [acts.label(i) for i in range(acts.n_actions)]
     ['a/x', 'a/y', '(send nothing)']
@@ -88,7 +90,7 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
             cost.append(t.cost)
             feats: dict[str, float] = {f"campaign={camp.id}": 1.0, f"channel={camp.channel}": 1.0}
             for key, value in t.features.items():
-                if isinstance(value, bool) or isinstance(value, int | float):
+                if isinstance(value, bool | int | float):
                     feats[key] = float(value)
                 else:
                     feats[f"{key}={value}"] = 1.0

@@ -14,7 +14,7 @@ import numpy as np
 
 from orchestrator.features import COMPUTED_FEATURES
 from orchestrator.rules import column_from_values
-from orchestrator.rules.columns import Column, DateColumn, NumberColumn
+from orchestrator.rules.columns import BoolColumn, Column, DateColumn, NumberColumn
 
 DERIVED_SOURCES = {"days_to_birthday": "birth_date", "days_since_signup": "signup_date"}
 
@@ -88,6 +88,6 @@ def context_matrix(columns: Mapping[str, Column], names: Sequence[str]) -> np.nd
         col = columns[name]
         if isinstance(col, NumberColumn):
             parts.append(np.nan_to_num(col.values, nan=0.0))
-        elif hasattr(col, "known"):
-            parts.append((col.values & col.known).astype(np.float64))  # type: ignore[union-attr]
+        elif isinstance(col, BoolColumn):
+            parts.append((col.values & col.known).astype(np.float64))
     return np.stack(parts, axis=1).astype(np.float32)

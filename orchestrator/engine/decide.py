@@ -110,7 +110,7 @@ def decide_batch(
         "cap": cap_campaign | cap_global[:, None],
     }
     ok = rule_ok.copy()
-    targeted = rule_ok.any(axis=1)
+    targeted = np.asarray(rule_ok.any(axis=1), dtype=bool)
     suppressed_by = np.full(n, -1, dtype=np.int8)
     for si, stage in enumerate(STAGES):
         before = ok.any(axis=1)

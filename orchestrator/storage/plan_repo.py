@@ -151,8 +151,8 @@ def write_plan(
     _write_settings(session, new)
     _write_attributes(session, new, now)
     _write_campaigns(session, old, new, now)
-    session.exec(delete(FrequencyCap))  # type: ignore[call-overload]
-    session.exec(delete(Exclusion))  # type: ignore[call-overload]
+    session.exec(delete(FrequencyCap))
+    session.exec(delete(Exclusion))
     session.flush()
     for cap in new.caps:
         session.add(

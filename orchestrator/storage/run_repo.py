@@ -131,5 +131,5 @@ DECISION_COLUMNS = (
 def insert_decisions(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Write decision rows in one executemany (the caller owns the transaction)."""
     if rows:
-        conn.execute(sa.insert(Decision.__table__), list(rows))  # type: ignore[arg-type]
+        conn.execute(sa.insert(Decision), list(rows))
     return len(rows)
