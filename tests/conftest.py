@@ -62,7 +62,7 @@ def table_snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
     with engine.connect() as conn:
         for name, table in sorted(meta.tables.items()):
             rows = conn.execute(sa.select(table)).all()
-            out[name] = sorted((tuple(map(repr, r)) for r in rows))
+            out[name] = sorted(tuple(map(repr, r)) for r in rows)
     return out
 
 

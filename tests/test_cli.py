@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from orchestrator.storage.db import make_engine
 
@@ -61,11 +60,17 @@ def test_admin_edits_land_in_the_audit_log(cli_db: str) -> None:
     assert orch(cli_db, "campaigns", "pause", "discount").returncode == 0
     assert orch(cli_db, "priority", "set", "winback", "5").returncode == 0
     assert orch(cli_db, "exclusions", "add", "birthday", "winback", "--days", "10").returncode == 0
-    assert orch(cli_db, "caps", "set", "--channel", "sms", "--max", "1", "--per-days", "14")\
-        .returncode == 0
+    assert (
+        orch(cli_db, "caps", "set", "--channel", "sms", "--max", "1", "--per-days", "14").returncode
+        == 0
+    )
     audit = json.loads(orch(cli_db, "audit", "--json").stdout)
     assert [a["action"] for a in audit] == [
-        "plan.apply", "campaign.pause", "priority.set", "exclusion.add", "cap.set"
+        "plan.apply",
+        "campaign.pause",
+        "priority.set",
+        "exclusion.add",
+        "cap.set",
     ]
     assert all(a["actor"] == "tester" for a in audit)
     assert audit[2]["changes"] == ["+ campaign winback.priority: 5"]

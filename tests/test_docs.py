@@ -21,12 +21,26 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_every_plan_field_is_documented() -> None:
-    from orchestrator.plan import CampaignSpec, CapSpec, ExclusionSpec, Plan, PlanSettings
-    from orchestrator.plan import PolicySettings, TreatmentSpec
+    from orchestrator.plan import (
+        CampaignSpec,
+        CapSpec,
+        ExclusionSpec,
+        Plan,
+        PlanSettings,
+        PolicySettings,
+        TreatmentSpec,
+    )
 
     reference = (ROOT / "docs" / "plan.md").read_text()
-    for model in (Plan, PlanSettings, PolicySettings, CampaignSpec, TreatmentSpec, CapSpec,
-                  ExclusionSpec):
+    for model in (
+        Plan,
+        PlanSettings,
+        PolicySettings,
+        CampaignSpec,
+        TreatmentSpec,
+        CapSpec,
+        ExclusionSpec,
+    ):
         for name in model.model_fields:
             assert f"`{name}`" in reference, f"{model.__name__}.{name} is not in docs/plan.md"
 

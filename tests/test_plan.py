@@ -50,22 +50,38 @@ def test_the_small_plan_is_valid() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("control_fraction: 0.15", "control_fraction: 1.5", "plan.yaml:42: campaigns[2] (winback)"
-         ".control_fraction: Input should be less than 1 (got 1.5)"),
-        ("{scope: global, max: 3", "{scope: global, max: -1", "plan.yaml:13: caps[0].max: "
-         "Input should be greater than or equal to 1 (got -1)"),
+        (
+            "control_fraction: 0.15",
+            "control_fraction: 1.5",
+            "plan.yaml:42: campaigns[2] (winback)"
+            ".control_fraction: Input should be less than 1 (got 1.5)",
+        ),
+        (
+            "{scope: global, max: 3",
+            "{scope: global, max: -1",
+            "plan.yaml:13: caps[0].max: Input should be greater than or equal to 1 (got -1)",
+        ),
         ("start: 2026-03-01", "start: 2026-02-30", "plan.yaml:28: campaigns[1] (discount).start"),
         ("end: 2026-05-31", "end: 2026-01-31", "end 2026-01-31 is before start 2026-03-01"),
-        ("    measurement_days: 14", "    measurment_days: 14",
-         "campaigns[2] (winback).measurment_days: unknown field"),
+        (
+            "    measurement_days: 14",
+            "    measurment_days: 14",
+            "campaigns[2] (winback).measurment_days: unknown field",
+        ),
         ("timezone: Europe/Madrid", "timezone: Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
         ("{id: win15, cost: 0.05", "{id: win15, cost: -0.05", "treatments[0] (win15).cost"),
-        ("name: We miss you", "name: We miss you\n    name: again", "plan.yaml:39: not valid YAML: "
-         "duplicate key 'name'"),
+        (
+            "name: We miss you",
+            "name: We miss you\n    name: again",
+            "plan.yaml:39: not valid YAML: duplicate key 'name'",
+        ),
         ("campaigns:", "campaigns: [", "plan.yaml:"),
         ("channel: sms\n    target", "channel: SMS!\n    target", "campaigns[2] (winback).channel"),
-        ("  - {scope: channel, channel: email, max: 2, per_days: 7}",
-         "  - {scope: channel, max: 2, per_days: 7}", "caps[1]: a channel cap needs `channel`"),
+        (
+            "  - {scope: channel, channel: email, max: 2, per_days: 7}",
+            "  - {scope: channel, max: 2, per_days: 7}",
+            "caps[1]: a channel cap needs `channel`",
+        ),
     ],
 )
 def test_field_problems_name_file_line_and_field(old: str, new: str, expected: str) -> None:
@@ -76,24 +92,44 @@ def test_field_problems_name_file_line_and_field(old: str, new: str, expected: s
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  - id: winback", "  - id: discount", "campaigns[2] (discount).id: campaign id "
-         "'discount' is used twice"),
-        ("{if_received: winback, exclude: discount", "{if_received: winback, exclude: winback",
-         "exclusions[0]: campaign 'winback' cannot exclude itself"),
-        ("{if_received: winback", "{if_received: winbak",
-         "no campaign with id 'winbak' in the plan (did you mean 'winback'?)"),
-        ("    target: 'lifecycle_stage == \"lapsed\"", "    target: 'lifecyle_stage == \"lapsed\"",
-         "plan.yaml:40: campaigns[2] (winback).target: unknown field 'lifecyle_stage' (did you "
-         "mean 'lifecycle_stage'?) at position 0"),
+        (
+            "  - id: winback",
+            "  - id: discount",
+            "campaigns[2] (discount).id: campaign id 'discount' is used twice",
+        ),
+        (
+            "{if_received: winback, exclude: discount",
+            "{if_received: winback, exclude: winback",
+            "exclusions[0]: campaign 'winback' cannot exclude itself",
+        ),
+        (
+            "{if_received: winback",
+            "{if_received: winbak",
+            "no campaign with id 'winbak' in the plan (did you mean 'winback'?)",
+        ),
+        (
+            '    target: \'lifecycle_stage == "lapsed"',
+            '    target: \'lifecyle_stage == "lapsed"',
+            "plan.yaml:40: campaigns[2] (winback).target: unknown field 'lifecyle_stage' (did you "
+            "mean 'lifecycle_stage'?) at position 0",
+        ),
         ("p_alive > 0.2", 'p_alive > "high"', "cannot compare number field 'p_alive' with string"),
-        ("    measurement_days: 14", "    priority: 1\n    measurement_days: 14",
-         "priority 1 is already given to 'birthday'"),
+        (
+            "    measurement_days: 14",
+            "    priority: 1\n    measurement_days: 14",
+            "priority 1 is already given to 'birthday'",
+        ),
         ("policy: {name: uniform}", "policy: {name: magic}", "unknown policy 'magic'; choose one"),
-        ("  country: string", "  country: string\n  monetary: number",
-         "'monetary' is a built-in field"),
-        ("  - {scope: global, max: 3, per_days: 7}",
-         "  - {scope: global, max: 3, per_days: 7}\n  - {scope: global, max: 5, per_days: 7}",
-         "a global cap over 7 days is already set"),
+        (
+            "  country: string",
+            "  country: string\n  monetary: number",
+            "'monetary' is a built-in field",
+        ),
+        (
+            "  - {scope: global, max: 3, per_days: 7}",
+            "  - {scope: global, max: 3, per_days: 7}\n  - {scope: global, max: 5, per_days: 7}",
+            "a global cap over 7 days is already set",
+        ),
     ],
 )
 def test_whole_plan_problems(old: str, new: str, expected: str) -> None:
@@ -102,8 +138,9 @@ def test_whole_plan_problems(old: str, new: str, expected: str) -> None:
 
 
 def test_every_problem_is_listed_and_the_message_is_one_line() -> None:
-    text = TEXT.replace("exclude: discount", "exclude: nope").replace("policy: {name: uniform}",
-                                                                    "policy: {name: magic}")
+    text = TEXT.replace("exclude: discount", "exclude: nope").replace(
+        "policy: {name: uniform}", "policy: {name: magic}"
+    )
     plan, source = parse_plan_text(text, name="plan.yaml")
     with pytest.raises(PlanError) as exc:
         check_plan(plan, source, policy_names=POLICIES)
@@ -154,24 +191,29 @@ plans = st.builds(
     Plan,
     campaigns=st.lists(campaign, max_size=5, unique_by=lambda c: c.id),
     caps=st.lists(
-        st.builds(CapSpec, scope=st.just("global"), max=st.integers(1, 9),
-                  per_days=st.integers(1, 30)),
-        max_size=3, unique_by=lambda c: c.key,
+        st.builds(
+            CapSpec, scope=st.just("global"), max=st.integers(1, 9), per_days=st.integers(1, 30)
+        ),
+        max_size=3,
+        unique_by=lambda c: c.key,
     ),
     exclusions=st.lists(
         st.builds(ExclusionSpec, if_received=slug, exclude=slug, days=st.integers(1, 90)),
-        max_size=2, unique_by=lambda x: (x.if_received, x.exclude),
+        max_size=2,
+        unique_by=lambda x: (x.if_received, x.exclude),
     ),
 )
 
 
 def _canonical(plan: Plan) -> Plan:
     """Order of campaigns, caps and exclusions carries no meaning."""
-    return plan.model_copy(update={
-        "campaigns": sorted(plan.campaigns, key=lambda c: c.id),
-        "caps": sorted(plan.caps, key=lambda c: c.key),
-        "exclusions": sorted(plan.exclusions, key=lambda x: (x.if_received, x.exclude)),
-    })
+    return plan.model_copy(
+        update={
+            "campaigns": sorted(plan.campaigns, key=lambda c: c.id),
+            "caps": sorted(plan.caps, key=lambda c: c.key),
+            "exclusions": sorted(plan.exclusions, key=lambda x: (x.if_received, x.exclude)),
+        }
+    )
 
 
 @settings(max_examples=60, deadline=None)

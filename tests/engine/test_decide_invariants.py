@@ -47,17 +47,22 @@ def plans(draw: st.DrawFn) -> Plan:
                 "treatments": [{"id": f"t{j}"} for j in range(draw(st.integers(1, 3)))],
             }
         )
-    caps = [{"scope": "global", "max": draw(st.integers(1, 3)), "per_days": draw(st.integers(1, 7))}]
+    caps = [
+        {"scope": "global", "max": draw(st.integers(1, 3)), "per_days": draw(st.integers(1, 7))}
+    ]
     if draw(st.booleans()):
-        caps.append({"scope": "channel", "channel": "email", "max": 1,
-                     "per_days": draw(st.integers(2, 5))})
+        caps.append(
+            {"scope": "channel", "channel": "email", "max": 1, "per_days": draw(st.integers(2, 5))}
+        )
     exclusions = []
     if n >= 2:
         exclusions.append({"if_received": "c0", "exclude": "c1", "days": draw(st.integers(2, 9))})
     return Plan.model_validate(
         {
-            "settings": {"global_control_fraction": draw(st.sampled_from([0.0, 0.2])),
-                         "allow_no_send": draw(st.booleans())},
+            "settings": {
+                "global_control_fraction": draw(st.sampled_from([0.0, 0.2])),
+                "allow_no_send": draw(st.booleans()),
+            },
             "campaigns": campaigns,
             "caps": caps,
             "exclusions": exclusions,
@@ -84,31 +89,43 @@ def simulate(plan: Plan, scores: np.ndarray, days: int, seed: int) -> list[tuple
             policy=UniformPolicy(),
         )
         history = history_from_rows(
-            log, ids, day=day, campaign_vocab=[c.id for c in plan.campaigns],
-            channel_vocab=["email", "sms"], measured={c.id: c.measured for c in plan.campaigns},
+            log,
+            ids,
+            day=day,
+            campaign_vocab=[c.id for c in plan.campaigns],
+            channel_vocab=["email", "sms"],
+            measured={c.id: c.measured for c in plan.campaigns},
         )
         dec = decide_batch(
-            setup, BatchInput(keys, columns, np.zeros((len(ids), 0)), history),
+            setup,
+            BatchInput(keys, columns, np.zeros((len(ids), 0)), history),
             np.random.default_rng([seed, offset]),
         )
         for i in np.flatnonzero(dec.decided):
             a = int(dec.action[i])
             c = int(dec.campaign[i])
             camp = actions.campaigns[c] if c >= 0 else None
-            log.append((
-                ids[i], day, camp.id if camp else None, camp.channel if camp else None,
-                GROUPS[int(dec.group[i])],
-                day + timedelta(days=camp.measurement_days) if camp else None,
-                actions.treatment_ids[a], float(dec.propensity[i]),
-            ))
+            log.append(
+                (
+                    ids[i],
+                    day,
+                    camp.id if camp else None,
+                    camp.channel if camp else None,
+                    GROUPS[int(dec.group[i])],
+                    day + timedelta(days=camp.measurement_days) if camp else None,
+                    actions.treatment_ids[a],
+                    float(dec.propensity[i]),
+                )
+            )
     return log
 
 
 def check_log(plan: Plan, scores: np.ndarray, log: list[tuple]) -> None:
     """Independent, row-by-row check of every invariant over the whole log."""
     ids = [f"u{i:03d}" for i in range(len(scores))]
-    gc = in_global_control(customer_keys(ids, plan.settings.salt),
-                           plan.settings.global_control_fraction)
+    gc = in_global_control(
+        customer_keys(ids, plan.settings.salt), plan.settings.global_control_fraction
+    )
     by_customer: dict[str, list[tuple]] = {}
     for row in log:
         by_customer.setdefault(row[0], []).append(row)
@@ -132,22 +149,33 @@ def check_log(plan: Plan, scores: np.ndarray, log: list[tuple]) -> None:
                 assert scores[i] > float(camp.target.split(">")[1]), "rule was false"
             before = [p for p in rows if p[1] < day]
             if camp.measured:
-                open_ = [p for p in before if p[2] is not None and plan.campaign(p[2]).measured
-                         and p[5] > day]
+                open_ = [
+                    p
+                    for p in before
+                    if p[2] is not None and plan.campaign(p[2]).measured and p[5] > day
+                ]
                 assert not open_, "measurement windows overlap"
             prev_sends = [p for p in sends if p[1] < day]
-            assert not [p for p in prev_sends if p[2] == camp_id
-                        and (day - p[1]).days < camp.cooldown_days], "cooldown ignored"
+            assert not [
+                p for p in prev_sends if p[2] == camp_id and (day - p[1]).days < camp.cooldown_days
+            ], "cooldown ignored"
             for x in plan.exclusions:
                 if x.exclude == camp_id:
-                    assert not [p for p in prev_sends if p[2] == x.if_received
-                                and (day - p[1]).days < x.days], "exclusion ignored"
+                    assert not [
+                        p
+                        for p in prev_sends
+                        if p[2] == x.if_received and (day - p[1]).days < x.days
+                    ], "exclusion ignored"
             # priorities: nothing with a lower number was eligible-and-chosen-able is checked
             # in test_priorities_win; here the reason is recorded consistently.
         for cap in plan.caps:
             for r in sends:
-                window = [p for p in sends if 0 <= (r[1] - p[1]).days < cap.per_days
-                          and (cap.scope == "global" or p[3] == cap.channel)]
+                window = [
+                    p
+                    for p in sends
+                    if 0 <= (r[1] - p[1]).days < cap.per_days
+                    and (cap.scope == "global" or p[3] == cap.channel)
+                ]
                 assert len(window) <= cap.max, f"cap {cap} exceeded"
 
 
@@ -167,16 +195,18 @@ def test_priorities_win(plan: Plan, seed: int) -> None:
     scores = np.random.default_rng(seed).random(60)
     log = simulate(plan, scores, days=1, seed=seed)
     ids = [f"u{i:03d}" for i in range(len(scores))]
-    gc = in_global_control(customer_keys(ids, plan.settings.salt),
-                           plan.settings.global_control_fraction)
+    gc = in_global_control(
+        customer_keys(ids, plan.settings.salt), plan.settings.global_control_fraction
+    )
     chosen = {r[0]: r[2] for r in log}
     for i, cid in enumerate(ids):
         if gc[i]:
             continue
         ranked = sorted(
-            (c.priority, c.id) for c in plan.campaigns
-            if c.priority is not None and
-            (c.target == "true" or scores[i] > float(c.target.split(">")[1]))
+            (c.priority, c.id)
+            for c in plan.campaigns
+            if c.priority is not None
+            and (c.target == "true" or scores[i] > float(c.target.split(">")[1]))
         )
         if ranked:
             assert chosen.get(cid) == ranked[0][1]
@@ -185,11 +215,19 @@ def test_priorities_win(plan: Plan, seed: int) -> None:
 def test_control_share_matches_its_fraction() -> None:
     """With n customers, the control count is Binomial(n, f): within 4 standard deviations."""
     n, f = 20_000, 0.2
-    plan = Plan.model_validate({
-        "settings": {"global_control_fraction": 0.0, "allow_no_send": False},
-        "campaigns": [{"id": "c", "channel": "email", "control_fraction": f,
-                       "treatments": [{"id": "a"}, {"id": "b"}]}],
-    })
+    plan = Plan.model_validate(
+        {
+            "settings": {"global_control_fraction": 0.0, "allow_no_send": False},
+            "campaigns": [
+                {
+                    "id": "c",
+                    "channel": "email",
+                    "control_fraction": f,
+                    "treatments": [{"id": "a"}, {"id": "b"}],
+                }
+            ],
+        }
+    )
     log = simulate(plan, np.zeros(n), days=1, seed=3)
     control = sum(1 for r in log if r[4] == "control")
     assert len(log) == n
@@ -210,21 +248,39 @@ def test_global_control_share_matches_its_fraction() -> None:
 
 
 def test_exclusion_blocks_the_excluded_campaign_for_its_days() -> None:
-    plan = Plan.model_validate({
-        "settings": {"global_control_fraction": 0.0, "allow_no_send": False},
-        "campaigns": [
-            {"id": "c0", "channel": "email", "priority": 1, "control_fraction": 0.0,
-             "measured": False, "end": "2026-11-01", "treatments": [{"id": "a"}]},
-            {"id": "c1", "channel": "email", "control_fraction": 0.0, "measured": False,
-             "treatments": [{"id": "b"}]},
-        ],
-        "exclusions": [{"if_received": "c0", "exclude": "c1", "days": 3}],
-    })
+    plan = Plan.model_validate(
+        {
+            "settings": {"global_control_fraction": 0.0, "allow_no_send": False},
+            "campaigns": [
+                {
+                    "id": "c0",
+                    "channel": "email",
+                    "priority": 1,
+                    "control_fraction": 0.0,
+                    "measured": False,
+                    "end": "2026-11-01",
+                    "treatments": [{"id": "a"}],
+                },
+                {
+                    "id": "c1",
+                    "channel": "email",
+                    "control_fraction": 0.0,
+                    "measured": False,
+                    "treatments": [{"id": "b"}],
+                },
+            ],
+            "exclusions": [{"if_received": "c0", "exclude": "c1", "days": 3}],
+        }
+    )
     log = simulate(plan, np.zeros(20), days=5, seed=1)
     per_day = {}
     for r in log:
         per_day.setdefault(r[1], set()).add(r[2])
     # day 0: c0 for all; days 1-2: c1 excluded (no other option); day 3 on: c1 again
     assert [sorted(per_day.get(START + timedelta(days=d), set())) for d in range(5)] == [
-        ["c0"], [], [], ["c1"], ["c1"]
+        ["c0"],
+        [],
+        [],
+        ["c1"],
+        ["c1"],
     ]

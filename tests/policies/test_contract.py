@@ -50,8 +50,9 @@ class TestContract:
     def test_choices_are_eligible_and_propensities_valid(self, name, batch, seed) -> None:
         contexts, action_features, eligible = batch
         copies = [a.copy() for a in batch]
-        choice = _trained(name).choose(contexts, action_features, eligible,
-                                       np.random.default_rng(seed))
+        choice = _trained(name).choose(
+            contexts, action_features, eligible, np.random.default_rng(seed)
+        )
         for original, copy in zip(batch, copies, strict=True):
             assert np.array_equal(original, copy), "inputs were mutated"
         rows = np.arange(len(eligible))
