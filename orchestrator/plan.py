@@ -109,6 +109,9 @@ class PlanSettings(_Strict):
     timezone: str = "UTC"
     global_control_fraction: float = Field(default=0.05, ge=0, lt=1)
     allow_no_send: bool = True
+    no_send_measurement_days: int = Field(
+        default=7, ge=1, le=365, description="Outcome window of a 'send nothing' decision."
+    )
     salt: str = Field(default="orch", min_length=1, description="Seeds test/control hashing.")
     policy: PolicySettings = Field(default_factory=PolicySettings)
 

@@ -431,7 +431,7 @@ def _decision_rows(
                 "reason": REASONS[int(dec.reason[i])],
                 "policy_name": policy_name,
                 "policy_version_id": policy_version_id,
-                "window_end": day + timedelta(days=int(dec.window_days[i])) if camp else None,
+                "window_end": day + timedelta(days=int(dec.window_days[i])),
                 "batch": batch_no,
             }
         )

@@ -45,6 +45,7 @@ class ActionSet:
     cooldown_days: np.ndarray  # (C,) int
     campaign_keys: np.ndarray  # (C,) uint64 for test/control hashing
     no_send: int | None  # index of the "send nothing" action
+    no_send_days: int = 7  # outcome window of a "send nothing" decision
 
     @property
     def n_actions(self) -> int:
@@ -126,4 +127,5 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
         cooldown_days=np.asarray([c.cooldown_days for c in live], dtype=np.int64),
         campaign_keys=np.asarray([label_key(c.id) for c in live], dtype=np.uint64),
         no_send=no_send,
+        no_send_days=plan.settings.no_send_measurement_days,
     )

@@ -166,7 +166,11 @@ def decide_batch(
         control = uniform_draw(batch.keys[rows], acts.campaign_keys[campaign[rows]]) < cf
         group[rows[control]] = GROUP_CONTROL
         propensity[rows] *= np.where(control, cf, 1.0 - cf)
-    window_days = np.where(has_campaign, acts.measurement_days[np.maximum(campaign, 0)], 0)
+    window_days = np.where(
+        has_campaign,
+        acts.measurement_days[np.maximum(campaign, 0)],
+        np.where(decided, acts.no_send_days, 0),
+    )
 
     return BatchDecisions(
         action=action,

@@ -32,7 +32,14 @@ from orchestrator.storage.models import (
     utcnow,
 )
 
-SETTING_KEYS = ("timezone", "global_control_fraction", "allow_no_send", "salt", "policy")
+SETTING_KEYS = (
+    "timezone",
+    "global_control_fraction",
+    "allow_no_send",
+    "no_send_measurement_days",
+    "salt",
+    "policy",
+)
 
 
 def read_plan(session: Session, *, include_archived: bool = True) -> Plan:

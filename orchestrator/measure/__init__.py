@@ -1,0 +1,1 @@
+"""Measurement cores: outcomes inside windows, uplift statistics (pure numpy/scipy)."""

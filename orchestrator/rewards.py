@@ -1,0 +1,143 @@
+"""Reward maturation: when a decision's window has closed, store what its customer produced.
+
+reward = revenue inside the window (sum of event amounts; returns are negative) minus the
+treatment's unit cost for a sent (test-group) decision. Control-group and "send nothing"
+decisions cost nothing: they are the no-contact arm. A decision matures once (the reward's
+primary key is the decision id); maturing again adds nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import sqlalchemy as sa
+
+from orchestrator.measure.outcomes import window_outcomes
+from orchestrator.storage.db import require_schema
+from orchestrator.storage.models import Reward, utcnow
+
+PURCHASE_TYPES = ("purchase",)
+
+
+@dataclass
+class MaturationReport:
+    as_of: date
+    matured: int = 0
+    converted: int = 0
+    value: float = 0.0
+    still_open: int = 0
+    seconds: float = 0.0
+
+
+def _day_numbers(values: list[object]) -> np.ndarray:
+    """Dates or datetimes (objects or ISO text) to day ordinals."""
+    as_days = np.array([str(v)[:10] for v in values], dtype="datetime64[D]")
+    return as_days.astype(np.int64)
+
+
+def mature_rewards(
+    engine: sa.Engine,
+    *,
+    as_of: date,
+    chunk: int = 200_000,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> MaturationReport:
+    """Store the reward of every decision whose window ended on or before ``as_of``."""
+    require_schema(engine)
+    started = time.perf_counter()
+    report = MaturationReport(as_of=as_of)
+    pending_sql = sa.text(
+        "SELECT COUNT(*) FROM decision d LEFT JOIN reward r ON r.decision_id = d.id "
+        "WHERE r.decision_id IS NULL AND d.window_end <= :as_of"
+    )
+    with engine.connect() as conn:
+        total = int(conn.execute(pending_sql, {"as_of": as_of}).scalar_one())
+        report.still_open = int(
+            conn.execute(
+                sa.text("SELECT COUNT(*) FROM decision WHERE window_end > :as_of"),
+                {"as_of": as_of},
+            ).scalar_one()
+        )
+    after = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.text(
+                    'SELECT d.id, d.customer_id, d.run_date, d.window_end, d."group", '
+                    "d.campaign_id, t.cost FROM decision d "
+                    "LEFT JOIN reward r ON r.decision_id = d.id "
+                    "LEFT JOIN treatment t ON t.campaign_id = d.campaign_id "
+                    "AND t.id = d.treatment_id "
+                    "WHERE r.decision_id IS NULL AND d.window_end <= :as_of AND d.id > :after "
+                    "ORDER BY d.id LIMIT :n"
+                ),
+                {"as_of": as_of, "after": after, "n": chunk},
+            ).all()
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            _mature_chunk(conn, rows, report)
+        if progress:
+            progress(report.matured, total)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _mature_chunk(conn: sa.Connection, rows: list[sa.Row], report: MaturationReport) -> None:
+    ids, customers, starts, ends, groups, campaigns, costs = zip(*rows, strict=True)
+    start_day = _day_numbers(list(starts))
+    end_day = _day_numbers(list(ends))
+    code_of: dict[str, int] = {}
+    d_cust = np.fromiter((code_of.setdefault(c, len(code_of)) for c in customers), np.int64)
+    lo = date.fromordinal(int(start_day.min()) + 719163)  # datetime64 day 0 is 1970-01-01
+    hi = date.fromordinal(int(end_day.max()) + 719163)
+    events = conn.execute(
+        sa.text(
+            "SELECT customer_id, occurred_at, amount, type FROM event "
+            "WHERE occurred_at >= :lo AND occurred_at < :hi"
+        ),
+        {
+            "lo": datetime.combine(lo, datetime.min.time()),
+            "hi": datetime.combine(hi, datetime.min.time()),
+        },
+    ).all()
+    kept = [e for e in events if e[0] in code_of]
+    if kept:
+        e_cust_ids, e_at, e_amount, e_type = zip(*kept, strict=True)
+        e_cust = np.fromiter((code_of[c] for c in e_cust_ids), np.int64, len(kept))
+        e_day = _day_numbers(list(e_at))
+        e_amt = np.asarray(e_amount, dtype=np.float64)
+        e_buy = np.fromiter((t in PURCHASE_TYPES for t in e_type), bool, len(kept))
+    else:
+        e_cust = e_day = np.zeros(0, dtype=np.int64)
+        e_amt, e_buy = np.zeros(0), np.zeros(0, dtype=bool)
+    out = window_outcomes(d_cust, start_day, end_day, e_cust, e_day, e_amt, e_buy)
+    sent = np.fromiter(
+        (g == "test" and c is not None for g, c in zip(groups, campaigns, strict=True)),
+        bool,
+        len(rows),
+    )
+    cost = np.where(sent, np.array([c or 0.0 for c in costs], dtype=np.float64), 0.0)
+    value = out.revenue - cost
+    now = utcnow()
+    conn.execute(
+        sa.insert(Reward),
+        [
+            {
+                "decision_id": int(i),
+                "value": float(v),
+                "revenue": float(r),
+                "cost": float(c),
+                "converted": bool(b),
+                "matured_at": now,
+            }
+            for i, v, r, c, b in zip(ids, value, out.revenue, cost, out.converted, strict=True)
+        ],
+    )
+    report.matured += len(rows)
+    report.converted += int(out.converted.sum())
+    report.value += float(value.sum())
