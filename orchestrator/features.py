@@ -36,6 +36,19 @@ DERIVED_FIELDS: dict[str, str] = {
 }
 
 LIFECYCLE_STAGES = ("prospect", "new", "active", "at_risk", "lapsed", "reactivated")
+RFM_CELLS = (
+    "champions",
+    "loyal",
+    "potential_loyalist",
+    "new_customers",
+    "promising",
+    "need_attention",
+    "about_to_sleep",
+    "at_risk",
+    "cannot_lose",
+    "hibernating",
+    "lost",
+)
 
 
 def builtin_schema() -> dict[str, str]:

@@ -22,7 +22,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.engine.actions import ActionSet, build_actions
-from orchestrator.engine.columns import build_columns, context_matrix
+from orchestrator.engine.columns import (
+    build_columns,
+    context_fields,
+    context_matrix,
+    context_names,
+)
 from orchestrator.engine.decide import (
     GROUPS,
     REASONS,
@@ -39,10 +44,18 @@ from orchestrator.features import rule_schema
 from orchestrator.plan import Plan, check_plan
 from orchestrator.rules import Rule
 from orchestrator.storage.db import require_schema, session_scope
-from orchestrator.storage.models import Decision, PolicyVersion, Reward, Run, utcnow
+from orchestrator.storage.models import (
+    Decision,
+    DecisionContext,
+    PolicyVersion,
+    Reward,
+    Run,
+    utcnow,
+)
 from orchestrator.storage.plan_repo import attribute_types, read_plan
 from orchestrator.storage.run_repo import (
     count_customers,
+    insert_context,
     insert_decisions,
     load_customers,
     load_history,
@@ -99,12 +112,9 @@ def prepare(session: Session, day: date) -> Prepared:
         except RuleError as exc:
             raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
     policy, version_id = _load_policy(session, plan)
-    context_names: tuple[str, ...] = ()
-    if getattr(policy, "uses_context", True):
-        context_names = tuple(
-            sorted(name for name, dtype in schema.items() if dtype in ("number", "bool"))
-        )
-    needed = frozenset().union(*(r.fields for r in rules), context_names)
+    # Contexts are built and logged whatever the policy: learners replay them later.
+    names = context_names(schema)
+    needed = frozenset().union(*(r.fields for r in rules), context_fields(names))
     setup = RunSetup(
         day=day,
         actions=actions,
@@ -115,7 +125,7 @@ def prepare(session: Session, day: date) -> Prepared:
         policy=policy,
     )
     max_window = max((c.measurement_days for c in plan.campaigns), default=1)
-    return Prepared(plan, setup, schema, needed, context_names, version_id, max_window)
+    return Prepared(plan, setup, schema, needed, names, version_id, max_window)
 
 
 def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None]:
@@ -148,11 +158,7 @@ def decide_raw(
     columns = build_columns(
         raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day
     )
-    contexts = (
-        context_matrix(columns, prepared.context_names)
-        if prepared.context_names
-        else np.zeros((len(raw), 0), dtype=np.float32)
-    )
+    contexts = context_matrix(columns, prepared.context_names, len(raw))
     keys = customer_keys(raw.ids, prepared.plan.settings.salt)
     return decide_batch(setup, BatchInput(keys, columns, contexts, history), rng, explain=explain)
 
@@ -263,6 +269,7 @@ def _clear_decisions(session: Session, day: date) -> None:
             "lose them"
         )
     session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
+    session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
 
 
 def run_daily(
@@ -356,6 +363,7 @@ def _loop(
         rng = np.random.default_rng([run.seed, batch_no])
         dec = decide_raw(prepared, raw, history, rng)
         counts.add(dec, acts)
+        decided = np.flatnonzero(dec.decided)
         rows = _decision_rows(
             dec, raw.ids, acts, setup.day, batch_no, report.policy_name, prepared.policy_version_id
         )
@@ -363,6 +371,15 @@ def _loop(
         if not dry_run:
             with engine.begin() as conn:
                 insert_decisions(conn, rows)
+                if len(decided):
+                    insert_context(
+                        conn,
+                        run_date=setup.day,
+                        batch=batch_no - 1,
+                        names=prepared.context_names,
+                        customer_ids=[raw.ids[i] for i in decided.tolist()],
+                        matrix=dec.contexts[decided],
+                    )
                 conn.execute(
                     sa.update(Run)
                     .where(col(Run.run_date) == setup.day)

@@ -248,3 +248,22 @@ def test_export_send_list(ready: sa.Engine, tmp_path: Path, fmt: str) -> None:
         export_send_list(ready, day=DAY + timedelta(days=5), out=out)
     with pytest.raises(InputError, match="unknown export format"):
         export_send_list(ready, day=DAY, out=tmp_path / "x.xlsx")
+
+
+def test_contexts_are_logged_for_every_decision(ready: sa.Engine) -> None:
+    from orchestrator.storage.run_repo import load_contexts
+
+    run_daily(ready, day=DAY, batch_size=128)
+    rows = decisions(ready)
+    with ready.connect() as conn:
+        names, row_of, matrix = load_contexts(conn, [DAY])[DAY]
+        stages = dict(
+            conn.execute(
+                sa.text("SELECT customer_id, lifecycle_stage FROM customer_features")
+            ).all()
+        )
+    assert set(row_of) == {r[1] for r in rows}
+    assert matrix.shape == (len(rows), len(names)) and matrix.dtype.name == "float32"
+    for cid, i in row_of.items():
+        hot = [n for j, n in enumerate(names) if n.startswith("lifecycle_stage=") and matrix[i, j]]
+        assert hot == [f"lifecycle_stage={stages[cid]}"]

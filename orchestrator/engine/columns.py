@@ -12,9 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.features import COMPUTED_FEATURES
+from orchestrator.features import COMPUTED_FEATURES, LIFECYCLE_STAGES, RFM_CELLS
 from orchestrator.rules import column_from_values
-from orchestrator.rules.columns import BoolColumn, Column, DateColumn, NumberColumn
+from orchestrator.rules.columns import (
+    BoolColumn,
+    Column,
+    DateColumn,
+    NumberColumn,
+    StringColumn,
+)
 
 DERIVED_SOURCES = {"days_to_birthday": "birth_date", "days_since_signup": "signup_date"}
 
@@ -78,16 +84,39 @@ def build_columns(
     return out
 
 
-def context_matrix(columns: Mapping[str, Column], names: Sequence[str]) -> np.ndarray:
-    """``(n, d)`` float32 policy contexts from number and bool columns (null → 0)."""
-    if not names:
-        n = len(next(iter(columns.values()))) if columns else 0
-        return np.zeros((n, 0), dtype=np.float32)
-    parts = []
-    for name in names:
-        col = columns[name]
-        if isinstance(col, NumberColumn):
-            parts.append(np.nan_to_num(col.values, nan=0.0))
+# String fields whose values are known in advance become one-hot context columns.
+ONE_HOT = {"lifecycle_stage": LIFECYCLE_STAGES, "rfm_cell": RFM_CELLS}
+
+
+def context_names(schema: Mapping[str, str]) -> tuple[str, ...]:
+    """The policy context columns: every number and bool field, plus one-hot segments.
+
+    >>> context_names({"monetary": "number", "email_opt_in": "bool", "lifecycle_stage": "string",
+    ...                "country": "string"})[:3]
+    ('email_opt_in', 'monetary', 'lifecycle_stage=prospect')
+    """
+    names = [n for n, t in sorted(schema.items()) if t in ("number", "bool")]
+    hot = [f"{f}={v}" for f, values in ONE_HOT.items() if f in schema for v in values]
+    return tuple(names + hot)
+
+
+def context_fields(names: Sequence[str]) -> set[str]:
+    """The columns the context ``names`` read."""
+    return {name.split("=", 1)[0] for name in names}
+
+
+def context_matrix(columns: Mapping[str, Column], names: Sequence[str], n: int) -> np.ndarray:
+    """``(n, d)`` float32 policy contexts (null → 0; one-hot for ``field=value`` names)."""
+    out = np.zeros((n, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        field, _, value = name.partition("=")
+        col = columns[field]
+        if value and isinstance(col, StringColumn):
+            code = col.code_of(value)
+            if code >= 0:
+                out[:, j] = col.codes == code
+        elif isinstance(col, NumberColumn):
+            out[:, j] = np.nan_to_num(col.values, nan=0.0)
         elif isinstance(col, BoolColumn):
-            parts.append((col.values & col.known).astype(np.float64))
-    return np.stack(parts, axis=1).astype(np.float32)
+            out[:, j] = col.values & col.known
+    return out

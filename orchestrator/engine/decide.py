@@ -77,6 +77,7 @@ class BatchDecisions:
     window_days: np.ndarray
     in_global_control: np.ndarray
     window_left: np.ndarray
+    contexts: np.ndarray  # (n, d) the policy's view, logged for learning
     # Only when asked (orch explain): the masks of each stage and the policy's view.
     stage_masks: dict[str, np.ndarray] = field(default_factory=dict)
     rule_ok: np.ndarray | None = None
@@ -183,6 +184,7 @@ def decide_batch(
         window_days=window_days,
         in_global_control=gc,
         window_left=window_left,
+        contexts=batch.contexts,
         stage_masks=masks if explain else {},
         rule_ok=rule_ok if explain else None,
         scores=scores,

@@ -250,6 +250,23 @@ class Decision(SQLModel, table=True):
     batch: int = 0
 
 
+class DecisionContext(SQLModel, table=True):
+    """The policy contexts of one batch's decisions: what a learner needs to replay them.
+
+    ``matrix`` is float32 C-order bytes of shape ``(len(customer_ids), len(names))``.
+    """
+
+    __tablename__ = "decision_context"
+    __table_args__ = (sa.UniqueConstraint("run_date", "batch", name="uq_context_run_batch"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_date: date
+    batch: int
+    names: list[str] = Field(default_factory=list, sa_type=JSONType)
+    customer_ids: list[str] = Field(default_factory=list, sa_type=JSONType)
+    matrix: bytes = Field(sa_type=sa.LargeBinary)
+
+
 class Reward(SQLModel, table=True):
     __tablename__ = "reward"
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import orjson
 import sqlalchemy as sa
 
 from orchestrator.engine.history import History, history_from_rows
 from orchestrator.features import COMPUTED_FEATURES
-from orchestrator.storage.models import Decision
+from orchestrator.storage.models import Decision, DecisionContext
 
 FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
 
@@ -126,6 +127,56 @@ DECISION_COLUMNS = (
     "window_end",
     "batch",
 )
+
+
+def insert_context(
+    conn: sa.Connection,
+    *,
+    run_date: date,
+    batch: int,
+    names: Sequence[str],
+    customer_ids: Sequence[str],
+    matrix: np.ndarray,
+) -> None:
+    """Log the contexts of one batch's decisions (one row per batch)."""
+    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    conn.execute(
+        sa.insert(DecisionContext),
+        {
+            "run_date": run_date,
+            "batch": batch,
+            "names": list(names),
+            "customer_ids": list(customer_ids),
+            "matrix": data.tobytes(),
+        },
+    )
+
+
+def load_contexts(
+    conn: sa.Connection, run_dates: Sequence[date]
+) -> dict[date, tuple[list[str], dict[str, int], np.ndarray]]:
+    """Logged contexts per run date: (names, row of each customer, matrix)."""
+    out: dict[date, tuple[list[str], dict[str, int], np.ndarray]] = {}
+    for day in sorted(set(run_dates)):
+        rows = conn.execute(
+            sa.select(DecisionContext)
+            .where(DecisionContext.run_date == day)  # type: ignore[arg-type]
+            .order_by(DecisionContext.batch)  # type: ignore[arg-type]
+        ).all()
+        if not rows:
+            continue
+        names = list(rows[0].names)
+        ids: list[str] = []
+        mats = []
+        for r in rows:
+            if list(r.names) != names:
+                continue  # the schema changed mid-date: keep the first layout
+            ids += list(r.customer_ids)
+            mats.append(
+                np.frombuffer(r.matrix, dtype=np.float32).reshape(len(r.customer_ids), len(names))
+            )
+        out[day] = (names, {c: i for i, c in enumerate(ids)}, np.vstack(mats))
+    return out
 
 
 def insert_decisions(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 07:27:14.224933
+Create Date: 2026-11-23 07:52:35.308389
 """
 
 from __future__ import annotations
@@ -132,6 +132,25 @@ def upgrade() -> None:
             "ix_decision_customer_date", ["customer_id", "run_date"], unique=False
         )
 
+    op.create_table(
+        "decision_context",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_date", sa.Date(), nullable=False),
+        sa.Column("batch", sa.Integer(), nullable=False),
+        sa.Column(
+            "names",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "customer_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("matrix", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("run_date", "batch", name="uq_context_run_batch"),
+    )
     op.create_table(
         "event",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -318,6 +337,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_event_customer_time")
 
     op.drop_table("event")
+    op.drop_table("decision_context")
     with op.batch_alter_table("decision", schema=None) as batch_op:
         batch_op.drop_index("ix_decision_customer_date")
         batch_op.drop_index("ix_decision_campaign_date")
