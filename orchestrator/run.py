@@ -430,29 +430,43 @@ def _decision_rows(
     batch_no: int,
     policy_name: str,
     policy_version_id: int | None,
-) -> list[dict[str, Any]]:
-    rows = []
-    campaigns = acts.campaigns
-    for i in np.flatnonzero(dec.decided).tolist():
-        a, c = int(dec.action[i]), int(dec.campaign[i])
-        camp = campaigns[c] if c >= 0 else None
-        rows.append(
-            {
-                "run_date": day,
-                "customer_id": ids[i],
-                "campaign_id": camp.id if camp else None,
-                "treatment_id": acts.treatment_ids[a],
-                "channel": camp.channel if camp else None,
-                "group": GROUPS[int(dec.group[i])],
-                "propensity": float(dec.propensity[i]),
-                "reason": REASONS[int(dec.reason[i])],
-                "policy_name": policy_name,
-                "policy_version_id": policy_version_id,
-                "window_end": day + timedelta(days=int(dec.window_days[i])),
-                "batch": batch_no,
-            }
+) -> list[tuple[Any, ...]]:
+    """Decision rows in ``DECISION_COLUMNS`` order for the decided customers of a batch."""
+    rows = dec.decided.nonzero()[0]
+    run_date = day.isoformat()
+    camp_ids = [c.id for c in acts.campaigns] + [None]  # index -1: send nothing
+    channels = [c.channel for c in acts.campaigns] + [None]
+    # Window ends by distinct length, computed once.
+    ends = {
+        int(d): (day + timedelta(days=int(d))).isoformat()
+        for d in set(dec.window_days[rows].tolist())
+    }
+    return [
+        (
+            run_date,
+            ids[i],
+            camp_ids[c],
+            acts.treatment_ids[a],
+            channels[c],
+            GROUPS[g],
+            p,
+            REASONS[r],
+            policy_name,
+            policy_version_id,
+            ends[w],
+            batch_no,
         )
-    return rows
+        for i, a, c, g, p, r, w in zip(
+            rows.tolist(),
+            dec.action[rows].tolist(),
+            dec.campaign[rows].tolist(),
+            dec.group[rows].tolist(),
+            dec.propensity[rows].tolist(),
+            dec.reason[rows].tolist(),
+            dec.window_days[rows].tolist(),
+            strict=True,
+        )
+    ]
 
 
 # --- counts for the summary ------------------------------------------------------------------

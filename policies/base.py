@@ -51,7 +51,22 @@ class Policy(ABC):
         self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
     ) -> np.ndarray:
         """Return ``(n, A)`` scores (higher is better), NaN outside ``eligible``."""
-        dist = self.action_dist(contexts, action_features, eligible)
+        return self._scores(
+            contexts,
+            action_features,
+            eligible,
+            self.action_dist(contexts, action_features, eligible),
+        )
+
+    def _scores(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        dist: np.ndarray,
+    ) -> np.ndarray:
+        """Scores given the distribution already computed; by default the probabilities."""
+        del contexts, action_features
         return np.where(eligible, dist, np.nan)
 
     def choose(
@@ -65,7 +80,8 @@ class Policy(ABC):
         eligible = np.asarray(eligible, dtype=bool)
         dist = self.action_dist(contexts, action_features, eligible)
         action, propensity = sample_rows(dist, eligible, rng)
-        return Choice(action, propensity, self.scores(contexts, action_features, eligible), dist)
+        scores = self._scores(contexts, action_features, eligible, dist)
+        return Choice(action, propensity, scores, dist)
 
     def update(  # noqa: B027 - learning is optional: the default learns nothing
         self,

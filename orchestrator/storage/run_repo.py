@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from orchestrator.engine.history import History, history_from_rows
 from orchestrator.features import COMPUTED_FEATURES
-from orchestrator.storage.models import Decision, DecisionContext
+from orchestrator.storage.bulk import bulk_insert
+from orchestrator.storage.models import DecisionContext
 
 FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
 
@@ -179,8 +180,9 @@ def load_contexts(
     return out
 
 
-def insert_decisions(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Write decision rows in one executemany (the caller owns the transaction)."""
-    if rows:
-        conn.execute(sa.insert(Decision), list(rows))
-    return len(rows)
+def insert_decisions(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Write decision rows, tuples in ``DECISION_COLUMNS`` order (the caller owns the transaction).
+
+    Dates go in as ISO text, which both backends store as dates.
+    """
+    return bulk_insert(conn, "decision", DECISION_COLUMNS, rows) if rows else 0
