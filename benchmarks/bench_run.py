@@ -154,7 +154,7 @@ def build(url: str, n: int, seed: int, history_days: int = 30) -> None:
     days = np.array([c["measurement_days"] for c in camp])
     total = 0
     # Like the engine: only customers whose last window has closed get a new decision.
-    free_from = np.zeros(n, dtype=np.int64)
+    free_from = np.full(n, -(10**6), dtype=np.int64)
     for back in range(history_days, 0, -1):
         day = RUN_DAY - timedelta(days=back)
         chosen = np.flatnonzero((free_from <= -back) & (rng.random(n) < 0.35))

@@ -379,6 +379,8 @@ def _loop(
                         names=prepared.context_names,
                         customer_ids=[raw.ids[i] for i in decided.tolist()],
                         matrix=dec.contexts[decided],
+                        actions=acts.labels,
+                        eligible=dec.eligible[decided],
                     )
                 conn.execute(
                     sa.update(Run)

@@ -256,7 +256,8 @@ def test_contexts_are_logged_for_every_decision(ready: sa.Engine) -> None:
     run_daily(ready, day=DAY, batch_size=128)
     rows = decisions(ready)
     with ready.connect() as conn:
-        names, row_of, matrix = load_contexts(conn, [DAY])[DAY]
+        logged = load_contexts(conn, [DAY])[DAY]
+        names, row_of, matrix = logged.names, logged.row_of, logged.matrix
         stages = dict(
             conn.execute(
                 sa.text("SELECT customer_id, lifecycle_stage FROM customer_features")
@@ -264,6 +265,9 @@ def test_contexts_are_logged_for_every_decision(ready: sa.Engine) -> None:
         )
     assert set(row_of) == {r[1] for r in rows}
     assert matrix.shape == (len(rows), len(names)) and matrix.dtype.name == "float32"
+    chosen = {r[1]: f"{r[2]}/{r[3]}" if r[2] else "(send nothing)" for r in rows}
+    assert logged.eligible.shape == (len(rows), len(logged.actions))
     for cid, i in row_of.items():
+        assert logged.eligible[i, logged.actions.index(chosen[cid])], "logged action not eligible"
         hot = [n for j, n in enumerate(names) if n.startswith("lifecycle_stage=") and matrix[i, j]]
         assert hot == [f"lifecycle_stage={stages[cid]}"]

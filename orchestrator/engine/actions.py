@@ -6,6 +6,7 @@ it), ``k`` action features.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date
 
@@ -15,6 +16,23 @@ from orchestrator.engine.hashing import label_key
 from orchestrator.plan import CampaignSpec, Plan
 
 NO_SEND = -1  # campaign index of the "send nothing" action
+NO_SEND_LABEL = "(send nothing)"
+ACTION_FEATURE_DIM = 64
+
+
+def hash_features(named: dict[str, float], dim: int = ACTION_FEATURE_DIM) -> np.ndarray:
+    """Signed feature hashing of ``{name: value}`` into ``(dim,)``: the same name always lands
+    in the same column, so models keep their meaning when campaigns come and go.
+
+    >>> v = hash_features({"campaign=birthday": 1.0, "discount": 0.2})
+    >>> v.shape, float(np.abs(v).sum()) == 1.2
+    ((64,), True)
+    """
+    out = np.zeros(dim)
+    for name, value in named.items():
+        h = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        out[h % dim] += value if (h >> 63) & 1 else -value
+    return out
 
 
 def is_live(campaign: CampaignSpec, day: date) -> bool:
@@ -34,8 +52,7 @@ class ActionSet:
     campaign_of: np.ndarray  # (A,) campaign index, NO_SEND for "send nothing"
     treatment_ids: tuple[str | None, ...]  # (A,)
     cost: np.ndarray  # (A,)
-    features: np.ndarray  # (A, k)
-    feature_names: tuple[str, ...]  # (k,)
+    features: np.ndarray  # (A, ACTION_FEATURE_DIM), hashed: stable across days and plans
     channels: tuple[str, ...]  # distinct channels of the live campaigns
     channel_of: np.ndarray  # (C,) index into channels
     priority: np.ndarray  # (C,) float, inf where the policy decides
@@ -63,8 +80,12 @@ class ActionSet:
         """``campaign/treatment``, or ``(send nothing)``."""
         c = int(self.campaign_of[action])
         if c == NO_SEND:
-            return "(send nothing)"
+            return NO_SEND_LABEL
         return f"{self.campaigns[c].id}/{self.treatment_ids[action]}"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.label(a) for a in range(self.n_actions))
 
 
 def build_actions(plan: Plan, day: date) -> ActionSet:
@@ -103,19 +124,17 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
         treatments.append(None)
         cost.append(0.0)
         raw.append({"no_send": 1.0})
-    names = tuple(sorted({k for feats in raw for k in feats}))
-    index = {name: j for j, name in enumerate(names)}
-    features = np.zeros((len(raw), len(names)))
-    for i, feats in enumerate(raw):
-        for key, value in feats.items():
-            features[i, index[key]] = value
+    features = (
+        np.stack([hash_features(feats) for feats in raw])
+        if raw
+        else np.zeros((0, ACTION_FEATURE_DIM))
+    )
     return ActionSet(
         campaigns=live,
         campaign_of=np.asarray(campaign_of, dtype=np.int64),
         treatment_ids=tuple(treatments),
         cost=np.asarray(cost, dtype=np.float64),
         features=features,
-        feature_names=names,
         channels=channels,
         channel_of=np.asarray([channels.index(c.channel) for c in live], dtype=np.int64),
         priority=np.asarray(

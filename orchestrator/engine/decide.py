@@ -78,6 +78,7 @@ class BatchDecisions:
     in_global_control: np.ndarray
     window_left: np.ndarray
     contexts: np.ndarray  # (n, d) the policy's view, logged for learning
+    eligible: np.ndarray  # (n, A) what remained after every stage (+ "send nothing"), logged
     # Only when asked (orch explain): the masks of each stage and the policy's view.
     stage_masks: dict[str, np.ndarray] = field(default_factory=dict)
     rule_ok: np.ndarray | None = None
@@ -145,12 +146,12 @@ def decide_batch(
         if explain:
             scores[rows], dists[rows] = choice.scores, choice.action_dist  # type: ignore[index]
 
+    if acts.no_send is not None:
+        eligible[:, acts.no_send] = eligible.any(axis=1)
     by_policy = ~by_priority & eligible.any(axis=1)
     if by_policy.any():
         rows = np.flatnonzero(by_policy)
         allowed = eligible[rows]
-        if acts.no_send is not None:
-            allowed[:, acts.no_send] = True
         choice = setup.policy.choose(batch.contexts[rows], acts.features, allowed, rng)
         action[rows], propensity[rows] = choice.action, choice.propensity
         reason[rows] = REASON_POLICY
@@ -185,6 +186,7 @@ def decide_batch(
         in_global_control=gc,
         window_left=window_left,
         contexts=batch.contexts,
+        eligible=eligible,
         stage_masks=masks if explain else {},
         rule_ok=rule_ok if explain else None,
         scores=scores,

@@ -253,7 +253,10 @@ class Decision(SQLModel, table=True):
 class DecisionContext(SQLModel, table=True):
     """The policy contexts of one batch's decisions: what a learner needs to replay them.
 
-    ``matrix`` is float32 C-order bytes of shape ``(len(customer_ids), len(names))``.
+    ``matrix`` is float32 C-order bytes of shape ``(len(customer_ids), len(names))``;
+    ``eligible`` is ``numpy.packbits`` of the ``(len(customer_ids), len(actions))`` bool matrix of
+    the actions each customer could get (after every stage), row by row; ``actions`` are the
+    labels ``campaign/treatment`` of the run date's actions, in index order.
     """
 
     __tablename__ = "decision_context"
@@ -265,6 +268,8 @@ class DecisionContext(SQLModel, table=True):
     names: list[str] = Field(default_factory=list, sa_type=JSONType)
     customer_ids: list[str] = Field(default_factory=list, sa_type=JSONType)
     matrix: bytes = Field(sa_type=sa.LargeBinary)
+    actions: list[str] = Field(default_factory=list, sa_type=JSONType)
+    eligible: bytes = Field(default=b"", sa_type=sa.LargeBinary)
 
 
 class Reward(SQLModel, table=True):

@@ -138,9 +138,10 @@ def insert_context(
     names: Sequence[str],
     customer_ids: Sequence[str],
     matrix: np.ndarray,
+    actions: Sequence[str],
+    eligible: np.ndarray,
 ) -> None:
-    """Log the contexts of one batch's decisions (one row per batch)."""
-    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    """Log the contexts and eligible actions of one batch's decisions (one row per batch)."""
     conn.execute(
         sa.insert(DecisionContext),
         {
@@ -148,16 +149,27 @@ def insert_context(
             "batch": batch,
             "names": list(names),
             "customer_ids": list(customer_ids),
-            "matrix": data.tobytes(),
+            "matrix": np.ascontiguousarray(matrix, dtype=np.float32).tobytes(),
+            "actions": list(actions),
+            "eligible": np.packbits(np.asarray(eligible, dtype=bool), axis=1).tobytes(),
         },
     )
 
 
-def load_contexts(
-    conn: sa.Connection, run_dates: Sequence[date]
-) -> dict[date, tuple[list[str], dict[str, int], np.ndarray]]:
-    """Logged contexts per run date: (names, row of each customer, matrix)."""
-    out: dict[date, tuple[list[str], dict[str, int], np.ndarray]] = {}
+@dataclass(frozen=True)
+class LoggedContexts:
+    """One run date's logged contexts: ``matrix (n, d)`` and ``eligible (n, A)`` by customer."""
+
+    names: list[str]
+    actions: list[str]
+    row_of: dict[str, int]
+    matrix: np.ndarray
+    eligible: np.ndarray
+
+
+def load_contexts(conn: sa.Connection, run_dates: Sequence[date]) -> dict[date, LoggedContexts]:
+    """The logged contexts of each run date (batches whose layout differs are skipped)."""
+    out: dict[date, LoggedContexts] = {}
     for day in sorted(set(run_dates)):
         rows = conn.execute(
             sa.select(DecisionContext)
@@ -166,17 +178,20 @@ def load_contexts(
         ).all()
         if not rows:
             continue
-        names = list(rows[0].names)
+        names, actions = list(rows[0].names), list(rows[0].actions)
         ids: list[str] = []
-        mats = []
+        mats, elig = [], []
         for r in rows:
-            if list(r.names) != names:
-                continue  # the schema changed mid-date: keep the first layout
+            if list(r.names) != names or list(r.actions) != actions:
+                continue
+            n = len(r.customer_ids)
             ids += list(r.customer_ids)
-            mats.append(
-                np.frombuffer(r.matrix, dtype=np.float32).reshape(len(r.customer_ids), len(names))
-            )
-        out[day] = (names, {c: i for i, c in enumerate(ids)}, np.vstack(mats))
+            mats.append(np.frombuffer(r.matrix, dtype=np.float32).reshape(n, len(names)))
+            bits = np.frombuffer(r.eligible, dtype=np.uint8).reshape(n, -1)
+            elig.append(np.unpackbits(bits, axis=1, count=len(actions)).astype(bool))
+        out[day] = LoggedContexts(
+            names, actions, {c: i for i, c in enumerate(ids)}, np.vstack(mats), np.vstack(elig)
+        )
     return out
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 07:52:35.308389
+Create Date: 2026-11-23 07:56:19.742903
 """
 
 from __future__ import annotations
@@ -148,6 +148,12 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("matrix", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "actions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("eligible", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("run_date", "batch", name="uq_context_run_batch"),
     )
