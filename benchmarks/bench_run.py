@@ -75,13 +75,24 @@ def make_plan(seed: int) -> dict:
     exclusions = []
     for _ in range(10):
         a, b = rng.choice(100, size=2, replace=False)
-        exclusions.append({"if_received": f"camp{a:03d}", "exclude": f"camp{b:03d}",
-                           "days": int(rng.integers(7, 30))})
+        exclusions.append(
+            {
+                "if_received": f"camp{a:03d}",
+                "exclude": f"camp{b:03d}",
+                "days": int(rng.integers(7, 30)),
+            }
+        )
     return {
         "version": 1,
         "settings": {"global_control_fraction": 0.05, "policy": {"name": "uniform"}},
-        "attributes": {"email_opt_in": "bool", "sms_opt_in": "bool", "push_opt_in": "bool",
-                       "country": "string", "age": "number", "birth_date": "date"},
+        "attributes": {
+            "email_opt_in": "bool",
+            "sms_opt_in": "bool",
+            "push_opt_in": "bool",
+            "country": "string",
+            "age": "number",
+            "birth_date": "date",
+        },
         "caps": [
             {"scope": "global", "max": 3, "per_days": 7},
             {"scope": "global", "max": 8, "per_days": 30},
@@ -98,9 +109,12 @@ def _copy_or_insert(engine: sa.Engine, table: str, columns: list[str], rows: lis
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         if engine.dialect.name == "postgresql":
-            with raw.cursor() as cur, cur.copy(
-                f'COPY {table} ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
-            ) as copy:
+            with (
+                raw.cursor() as cur,
+                cur.copy(
+                    f"COPY {table} ({', '.join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN"
+                ) as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -134,19 +148,44 @@ def build(url: str, n: int, seed: int, history_days: int = 30) -> None:
         p_alive = rng.random(m)
         cust_rows, feat_rows = [], []
         for j in range(m):
-            attrs = {"email_opt_in": bool(opt[j, 0]), "sms_opt_in": bool(opt[j, 1]),
-                     "push_opt_in": bool(opt[j, 2]), "country": str(country[j]),
-                     "age": int(age[j]),
-                     "birth_date": (date(1980, 1, 1) + timedelta(days=int(bday[j]))).isoformat()}
+            attrs = {
+                "email_opt_in": bool(opt[j, 0]),
+                "sms_opt_in": bool(opt[j, 1]),
+                "push_opt_in": bool(opt[j, 2]),
+                "country": str(country[j]),
+                "age": int(age[j]),
+                "birth_date": (date(1980, 1, 1) + timedelta(days=int(bday[j]))).isoformat(),
+            }
             cid = ids[lo + j]
             cust_rows.append((cid, orjson.dumps(attrs).decode(), now, now))
-            feat_rows.append((cid, RUN_DAY, str(stage[j]), str(cell[j]), float(monetary[j]),
-                              float(p_alive[j]), now))
-        _copy_or_insert(engine, "customer",
-                        ["customer_id", "attributes", "created_at", "updated_at"], cust_rows)
-        _copy_or_insert(engine, "customer_features",
-                        ["customer_id", "as_of", "lifecycle_stage", "rfm_cell", "monetary",
-                         "p_alive", "updated_at"], feat_rows)
+            feat_rows.append(
+                (
+                    cid,
+                    RUN_DAY,
+                    str(stage[j]),
+                    str(cell[j]),
+                    float(monetary[j]),
+                    float(p_alive[j]),
+                    now,
+                )
+            )
+        _copy_or_insert(
+            engine, "customer", ["customer_id", "attributes", "created_at", "updated_at"], cust_rows
+        )
+        _copy_or_insert(
+            engine,
+            "customer_features",
+            [
+                "customer_id",
+                "as_of",
+                "lifecycle_stage",
+                "rfm_cell",
+                "monetary",
+                "p_alive",
+                "updated_at",
+            ],
+            feat_rows,
+        )
     print(f"  customers: {n:,} in {time.perf_counter() - t0:.1f} s", flush=True)
 
     t0 = time.perf_counter()
@@ -162,24 +201,56 @@ def build(url: str, n: int, seed: int, history_days: int = 30) -> None:
         free_from[chosen] = -back + days[which]
         control = rng.random(len(chosen)) < 0.1
         rows = [
-            (day, ids[i], camp[c]["id"], "a", camp[c]["channel"],
-             "control" if ctl else "test", 0.05, "policy", "uniform",
-             day + timedelta(days=int(days[c])), 0)
+            (
+                day,
+                ids[i],
+                camp[c]["id"],
+                "a",
+                camp[c]["channel"],
+                "control" if ctl else "test",
+                0.05,
+                0.1 if ctl else 0.9,
+                "policy",
+                "uniform",
+                day + timedelta(days=int(days[c])),
+                0,
+            )
             for i, c, ctl in zip(chosen.tolist(), which.tolist(), control.tolist(), strict=True)
         ]
-        _copy_or_insert(engine, "decision",
-                        ["run_date", "customer_id", "campaign_id", "treatment_id", "channel",
-                         "group", "propensity", "reason", "policy_name", "window_end", "batch"],
-                        rows)
+        _copy_or_insert(
+            engine,
+            "decision",
+            [
+                "run_date",
+                "customer_id",
+                "campaign_id",
+                "treatment_id",
+                "channel",
+                "group",
+                "propensity",
+                "split_share",
+                "reason",
+                "policy_name",
+                "window_end",
+                "batch",
+            ],
+            rows,
+        )
         total += len(rows)
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO run (run_date, status, started_at, heartbeat_at, owner, "
-                "batches_done, counts, policy_name, forced, seed) VALUES "
-                "(:d, 'done', :t, :t, 'bench', 0, '{}', 'uniform', false, 0)"),
-                {"d": day, "t": now})
-    print(f"  history: {total:,} decisions over {history_days} days in "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO run (run_date, status, started_at, heartbeat_at, owner, "
+                    "batches_done, counts, policy_name, forced, seed) VALUES "
+                    "(:d, 'done', :t, :t, 'bench', 0, '{}', 'uniform', false, 0)"
+                ),
+                {"d": day, "t": now},
+            )
+    print(
+        f"  history: {total:,} decisions over {history_days} days in "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
@@ -210,8 +281,13 @@ def measure(url: str, batch_size: int, profile: str | None) -> dict:
         cmd += ["-m", "cProfile", "-o", profile]
     child = Path(tempfile.gettempdir()) / "orch_bench_run_child.py"
     child.write_text(CHILD)
-    out = subprocess.run(cmd + [str(child), url, RUN_DAY.isoformat(), str(batch_size)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        cmd + [str(child), url, RUN_DAY.isoformat(), str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -247,15 +323,22 @@ def main() -> None:
         r = measure(url, args.batch_size, args.profile)
         r["backend"] = backend
         results.append(r)
-        print(f"  run: {r['seconds']:.1f} s, {r['customers'] / r['seconds']:,.0f} customers/s, "
-              f"{r['decided']:,} decisions, peak RSS {r['rss_mb']:.0f} MB, "
-              f"suppressed {r['suppressed']}", flush=True)
+        print(
+            f"  run: {r['seconds']:.1f} s, {r['customers'] / r['seconds']:,.0f} customers/s, "
+            f"{r['decided']:,} decisions, peak RSS {r['rss_mb']:.0f} MB, "
+            f"suppressed {r['suppressed']}",
+            flush=True,
+        )
     print()
-    print(f"{'backend':<12}{'customers':>12}{'seconds':>10}{'cust/s':>12}{'decisions':>12}"
-          f"{'peak MB':>10}")
+    print(
+        f"{'backend':<12}{'customers':>12}{'seconds':>10}{'cust/s':>12}{'decisions':>12}"
+        f"{'peak MB':>10}"
+    )
     for r in results:
-        print(f"{r['backend']:<12}{r['customers']:>12,}{r['seconds']:>10.1f}"
-              f"{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}{r['rss_mb']:>10.0f}")
+        print(
+            f"{r['backend']:<12}{r['customers']:>12,}{r['seconds']:>10.1f}"
+            f"{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}{r['rss_mb']:>10.0f}"
+        )
 
 
 if __name__ == "__main__":

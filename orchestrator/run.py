@@ -452,18 +452,20 @@ def _decision_rows(
             channels[c],
             GROUPS[g],
             p,
+            s,
             REASONS[r],
             policy_name,
             policy_version_id,
             ends[w],
             batch_no,
         )
-        for i, a, c, g, p, r, w in zip(
+        for i, a, c, g, p, s, r, w in zip(
             rows.tolist(),
             dec.action[rows].tolist(),
             dec.campaign[rows].tolist(),
             dec.group[rows].tolist(),
             dec.propensity[rows].tolist(),
+            dec.split_share[rows].tolist(),
             dec.reason[rows].tolist(),
             dec.window_days[rows].tolist(),
             strict=True,

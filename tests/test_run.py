@@ -271,3 +271,15 @@ def test_contexts_are_logged_for_every_decision(ready: sa.Engine) -> None:
         assert logged.eligible[i, logged.actions.index(chosen[cid])], "logged action not eligible"
         hot = [n for j, n in enumerate(names) if n.startswith("lifecycle_stage=") and matrix[i, j]]
         assert hot == [f"lifecycle_stage={stages[cid]}"]
+
+
+def test_propensity_splits_into_policy_probability_and_split_share(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=200)
+    cf = {c.id: c.control_fraction for c in admin.current_plan(ready).campaigns}
+    with Session(ready) as s:
+        rows = list(s.exec(select(Decision)))
+    for d in rows:
+        expected = 1.0 if d.campaign_id is None else (
+            cf[d.campaign_id] if d.group == "control" else 1 - cf[d.campaign_id])
+        assert abs(d.split_share - expected) < 1e-12
+        assert 0 < d.propensity / d.split_share <= 1 + 1e-12

@@ -72,6 +72,7 @@ class BatchDecisions:
     group: np.ndarray
     reason: np.ndarray
     propensity: np.ndarray
+    split_share: np.ndarray
     targeted: np.ndarray
     suppressed_by: np.ndarray
     window_days: np.ndarray
@@ -162,12 +163,14 @@ def decide_batch(
     campaign = np.where(decided, acts.campaign_of[np.maximum(action, 0)], -1)
     has_campaign = campaign >= 0
     group = np.where(decided, GROUP_TEST, 0).astype(np.int8)
+    share = np.ones(n)
     if has_campaign.any():
         rows = np.flatnonzero(has_campaign)
         cf = acts.control_fraction[campaign[rows]]
         control = uniform_draw(batch.keys[rows], acts.campaign_keys[campaign[rows]]) < cf
         group[rows[control]] = GROUP_CONTROL
-        propensity[rows] *= np.where(control, cf, 1.0 - cf)
+        share[rows] = np.where(control, cf, 1.0 - cf)
+        propensity[rows] *= share[rows]
     window_days = np.where(
         has_campaign,
         acts.measurement_days[np.maximum(campaign, 0)],
@@ -180,6 +183,7 @@ def decide_batch(
         group=group,
         reason=reason,
         propensity=propensity,
+        split_share=share,
         targeted=targeted,
         suppressed_by=suppressed_by,
         window_days=window_days,

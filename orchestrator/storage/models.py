@@ -242,7 +242,8 @@ class Decision(SQLModel, table=True):
     treatment_id: str | None = Field(default=None, max_length=64)
     channel: str | None = Field(default=None, max_length=32)
     group: str = Field(max_length=16)  # test | control
-    propensity: float
+    propensity: float  # P(action | context, eligible) under the policy, times split_share
+    split_share: float = 1.0  # share of the test/control split this decision fell in
     reason: str = Field(max_length=16)  # priority | policy
     policy_name: str = Field(default="", max_length=32)
     policy_version_id: int | None = None

@@ -122,6 +122,7 @@ DECISION_COLUMNS = (
     "channel",
     "group",
     "propensity",
+    "split_share",
     "reason",
     "policy_name",
     "policy_version_id",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 07:56:19.742903
+Create Date: 2026-11-23 07:58:38.796905
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("group", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("propensity", sa.Float(), nullable=False),
+        sa.Column("split_share", sa.Float(), nullable=False),
         sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("policy_name", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("policy_version_id", sa.Integer(), nullable=True),
