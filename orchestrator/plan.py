@@ -103,6 +103,12 @@ class PolicySettings(_Strict):
     promote_when: Literal["lcb_beats_active", "estimate_beats_active", "manual"] = (
         "lcb_beats_active"
     )
+    evaluation_holdout: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of customers kept out of training for OPE."
+    )
+    apprentice: str | None = Field(
+        default=None, description="A policy that learns from every decision without acting."
+    )
 
 
 class PlanSettings(_Strict):
@@ -364,11 +370,13 @@ def check_plan(
 
     if policy_names is not None:
         names = sorted(policy_names)
-        if plan.settings.policy.name not in names:
-            add(
-                ("settings", "policy", "name"),
-                f"unknown policy {plan.settings.policy.name!r}; choose one of {', '.join(names)}",
-            )
+        for field_name in ("name", "apprentice"):
+            chosen = getattr(plan.settings.policy, field_name)
+            if chosen is not None and chosen not in names:
+                add(
+                    ("settings", "policy", field_name),
+                    f"unknown policy {chosen!r}; choose one of {', '.join(names)}",
+                )
     if problems:
         raise plan_error(problems)
 

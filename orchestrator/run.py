@@ -41,6 +41,8 @@ from orchestrator.engine.hashing import customer_keys
 from orchestrator.engine.history import lookback_days
 from orchestrator.errors import InputError, PlanError, RuleError, RunInProgress
 from orchestrator.features import rule_schema
+from orchestrator.learning import versions
+from orchestrator.learning.logged import align
 from orchestrator.plan import Plan, check_plan
 from orchestrator.rules import Rule
 from orchestrator.storage.db import require_schema, session_scope
@@ -88,9 +90,12 @@ class Prepared:
     setup: RunSetup
     schema: dict[str, str]
     needed: frozenset[str]
-    context_names: tuple[str, ...]
+    context_names: tuple[str, ...]  # what is built and logged
     policy_version_id: int | None
     max_window: int
+    policy_names: tuple[str, ...] | None = None  # what the acting policy was trained on
+    apprentice: Policy | None = None
+    apprentice_names: tuple[str, ...] | None = None
 
 
 def prepare(session: Session, day: date) -> Prepared:
@@ -111,7 +116,8 @@ def prepare(session: Session, day: date) -> Prepared:
             rules.append(Rule.compile(camp.target, schema))
         except RuleError as exc:
             raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
-    policy, version_id = _load_policy(session, plan)
+    policy, version_id, policy_names = _load_policy(session, plan)
+    apprentice, apprentice_names = _load_apprentice(session, plan)
     # Contexts are built and logged whatever the policy: learners replay them later.
     names = context_names(schema)
     needed = frozenset().union(*(r.fields for r in rules), context_fields(names))
@@ -125,24 +131,49 @@ def prepare(session: Session, day: date) -> Prepared:
         policy=policy,
     )
     max_window = max((c.measurement_days for c in plan.campaigns), default=1)
-    return Prepared(plan, setup, schema, needed, names, version_id, max_window)
+    return Prepared(
+        plan,
+        setup,
+        schema,
+        needed,
+        names,
+        version_id,
+        max_window,
+        policy_names,
+        apprentice,
+        apprentice_names,
+    )
 
 
-def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None]:
+def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None, tuple[str, ...] | None]:
+    """The active version of the plan's policy, or the policy untrained when none is active."""
     spec = plan.settings.policy
-    try:
-        policy = POLICIES[spec.name](**spec.params)
-    except TypeError as exc:
-        raise PlanError(f"settings.policy.params: {exc}") from None
     version = session.exec(
         select(PolicyVersion)
         .where(col(PolicyVersion.kind) == spec.name, col(PolicyVersion.status) == "active")
         .order_by(col(PolicyVersion.id).desc())
     ).first()
-    if version is not None and version.state:
-        policy.set_state(version.state)
-        return policy, version.id
-    return policy, None
+    if version is not None:
+        names = version.params.get("context_names")
+        policy = versions.instantiate(version.kind, version.params, version.state)
+        return policy, version.id, tuple(names) if names else None
+    try:
+        return POLICIES[spec.name](**spec.params), None, None
+    except TypeError as exc:
+        raise PlanError(f"settings.policy.params: {exc}") from None
+
+
+def _load_apprentice(session: Session, plan: Plan) -> tuple[Policy | None, tuple[str, ...] | None]:
+    kind = plan.settings.policy.apprentice
+    if kind is None:
+        return None, None
+    version = versions.latest(session, kind, ("apprentice",))
+    if version is None:
+        return versions.instantiate(kind, {}, None), None
+    names = version.params.get("context_names")
+    return versions.instantiate(kind, version.params, version.state), (
+        tuple(names) if names else None
+    )
 
 
 def default_seed(salt: str, day: date) -> int:
@@ -160,7 +191,31 @@ def decide_raw(
     )
     contexts = context_matrix(columns, prepared.context_names, len(raw))
     keys = customer_keys(raw.ids, prepared.plan.settings.salt)
-    return decide_batch(setup, BatchInput(keys, columns, contexts, history), rng, explain=explain)
+    view = contexts
+    if prepared.policy_names is not None:
+        view = align(contexts, prepared.context_names, prepared.policy_names)
+    dec = decide_batch(setup, BatchInput(keys, columns, view, history), rng, explain=explain)
+    dec.contexts = contexts  # log everything that was built, whatever the policy used
+    return dec
+
+
+def apprentice_agreement(prepared: Prepared, dec: BatchDecisions) -> dict[str, list[int]]:
+    """How often the apprentice's favourite eligible action equals the decision, by reason."""
+    app = prepared.apprentice
+    rows = np.flatnonzero(dec.decided)
+    if app is None or not len(rows):
+        return {}
+    view = dec.contexts[rows]
+    if prepared.apprentice_names is not None:
+        view = align(view, prepared.context_names, prepared.apprentice_names)
+    dist = app.action_dist(view, prepared.setup.actions.features, dec.eligible[rows])
+    agree = dist.argmax(axis=1) == dec.action[rows]
+    out: dict[str, list[int]] = {}
+    for code, name in REASONS.items():
+        mask = dec.reason[rows] == code
+        if mask.any():
+            out[name] = [int(agree[mask].sum()), int(mask.sum())]
+    return out
 
 
 def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> Any:
@@ -363,6 +418,7 @@ def _loop(
         rng = np.random.default_rng([run.seed, batch_no])
         dec = decide_raw(prepared, raw, history, rng)
         counts.add(dec, acts)
+        counts.add_apprentice(apprentice_agreement(prepared, dec))
         decided = np.flatnonzero(dec.decided)
         rows = _decision_rows(
             dec, raw.ids, acts, setup.day, batch_no, report.policy_name, prepared.policy_version_id
@@ -484,6 +540,13 @@ class _Counts:
     global_control: int = 0
     by_action: Counter[str] = field(default_factory=Counter)  # "campaign|treatment|reason|group"
     suppressed: Counter[str] = field(default_factory=Counter)  # stage -> customers emptied
+    apprentice: dict[str, list[int]] = field(default_factory=dict)  # reason -> [agree, total]
+
+    def add_apprentice(self, agreement: dict[str, list[int]]) -> None:
+        for reason, (agree, total) in agreement.items():
+            cur = self.apprentice.setdefault(reason, [0, 0])
+            cur[0] += agree
+            cur[1] += total
 
     def add(self, dec: BatchDecisions, acts: ActionSet) -> None:
         self.customers += len(dec.action)
@@ -517,6 +580,7 @@ class _Counts:
             "global_control": self.global_control,
             "by_action": dict(sorted(self.by_action.items())),
             "suppressed": {s: self.suppressed[s] for s in STAGES if self.suppressed[s]},
+            "apprentice": self.apprentice,
         }
 
     @classmethod
@@ -528,4 +592,5 @@ class _Counts:
             global_control=data.get("global_control", 0),
             by_action=Counter(data.get("by_action", {})),
             suppressed=Counter(data.get("suppressed", {})),
+            apprentice={k: list(v) for k, v in data.get("apprentice", {}).items()},
         )

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import admin_cmds, data_cmds, plan_cmds, run_cmds
+from orchestrator.cli import admin_cmds, data_cmds, learn_cmds, plan_cmds, run_cmds
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
 
 app = new_app(
@@ -58,6 +58,9 @@ app.add_typer(data_cmds.events_app, name="events")
 app.command("run")(run_cmds.run)
 app.command("explain")(run_cmds.explain)
 app.command("export")(run_cmds.export)
+app.command("learn")(learn_cmds.learn)
+app.command("evaluate")(learn_cmds.evaluate)
+app.add_typer(learn_cmds.policy_app, name="policy")
 app.command("audit")(admin_cmds.audit)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 from datetime import date
 
 import numpy as np
@@ -88,6 +89,20 @@ class ActionSet:
         return tuple(self.label(a) for a in range(self.n_actions))
 
 
+def named_features(campaign_id: str, channel: str, features: dict[str, Any]) -> dict[str, float]:
+    """What a policy sees of a treatment, before hashing: campaign, channel, its features."""
+    named: dict[str, float] = {f"campaign={campaign_id}": 1.0, f"channel={channel}": 1.0}
+    for key, value in features.items():
+        if isinstance(value, bool | int | float):
+            named[key] = float(value)
+        else:
+            named[f"{key}={value}"] = 1.0
+    return named
+
+
+NO_SEND_FEATURES = {"no_send": 1.0}
+
+
 def build_actions(plan: Plan, day: date) -> ActionSet:
     """The live campaigns of ``day`` and their actions, in plan order.
 
@@ -110,20 +125,14 @@ def build_actions(plan: Plan, day: date) -> ActionSet:
             campaign_of.append(ci)
             treatments.append(t.id)
             cost.append(t.cost)
-            feats: dict[str, float] = {f"campaign={camp.id}": 1.0, f"channel={camp.channel}": 1.0}
-            for key, value in t.features.items():
-                if isinstance(value, bool | int | float):
-                    feats[key] = float(value)
-                else:
-                    feats[f"{key}={value}"] = 1.0
-            raw.append(feats)
+            raw.append(named_features(camp.id, camp.channel, t.features))
     no_send = None
     if plan.settings.allow_no_send and live:
         no_send = len(campaign_of)
         campaign_of.append(NO_SEND)
         treatments.append(None)
         cost.append(0.0)
-        raw.append({"no_send": 1.0})
+        raw.append(NO_SEND_FEATURES)
     features = (
         np.stack([hash_features(feats) for feats in raw])
         if raw

@@ -292,8 +292,9 @@ class PolicyVersion(SQLModel, table=True):
     params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     state: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     state_version: int = 1
-    status: str = Field(default="candidate", max_length=16)  # candidate | active | retired
+    status: str = Field(default="candidate", max_length=16)  # candidate|active|retired|apprentice
     trained_through: date | None = None
+    trained_until: datetime | None = Field(default=None, sa_type=sa.DateTime())  # reward watermark
     n_updates: int = 0
     parent_id: int | None = None
     ope: dict[str, Any] | None = Field(default=None, sa_type=JSONType)

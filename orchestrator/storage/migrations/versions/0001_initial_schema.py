@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 07:58:38.796905
+Create Date: 2026-11-23 08:01:23.492254
 """
 
 from __future__ import annotations
@@ -237,6 +237,7 @@ def upgrade() -> None:
         sa.Column("state_version", sa.Integer(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("trained_through", sa.Date(), nullable=True),
+        sa.Column("trained_until", sa.DateTime(), nullable=True),
         sa.Column("n_updates", sa.Integer(), nullable=False),
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column(

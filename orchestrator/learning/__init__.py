@@ -1,0 +1,1 @@
+"""The learning loop: logged decisions with matured rewards → policy versions, OPE, promotion."""
