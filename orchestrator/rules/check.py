@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Literal, TypeAlias, assert_never, cast
 
 from orchestrator.errors import InputError, RuleError
+from orchestrator.features import FIELD_TYPES
 from orchestrator.rules.ast import (
     And,
     Arith,
@@ -41,8 +42,6 @@ from orchestrator.rules.ast import (
     walk,
 )
 from orchestrator.rules.printer import to_text
-
-FIELD_TYPES = ("bool", "number", "string", "date")
 
 # The type of an expression: a field type, or "null" for the bare ``null`` literal.
 ExprType: TypeAlias = Literal["bool", "number", "string", "date", "null"]
