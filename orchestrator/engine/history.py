@@ -49,6 +49,59 @@ class History:
         return len(self.row)
 
 
+def history_from_columns(
+    customer: Sequence[str],
+    age: np.ndarray,
+    campaign: Sequence[str | None],
+    channel: Sequence[str | None],
+    sent: np.ndarray,
+    window_left: np.ndarray,
+    ids: Sequence[str],
+    *,
+    campaign_vocab: Sequence[str],
+    channel_vocab: Sequence[str],
+    measured: Mapping[str, bool],
+) -> History:
+    """Build the history of the customers ``ids`` from decision columns (``m`` entries).
+
+    ``age`` is days before the run date, ``window_left`` days the window stays open (<= 0:
+    closed), ``sent`` marks test-group decisions of a campaign. Entries of other customers
+    are dropped.
+    """
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    m = len(customer)
+    row = np.fromiter((row_of.get(c, -1) for c in customer), np.int64, m)
+    keep = row >= 0
+    camp_code = {cid: i for i, cid in enumerate(campaign_vocab)}
+    chan_code = {ch: i for i, ch in enumerate(channel_vocab)}
+    measured_code = np.array([measured.get(c, False) for c in campaign_vocab] + [False])
+    codes = np.fromiter((camp_code.get(c, -1) for c in campaign), np.int64, m)  # type: ignore[arg-type]
+    history = History(
+        row=row,
+        age=np.asarray(age, dtype=np.int64),
+        campaign=codes,
+        channel=np.fromiter((chan_code.get(c, -1) for c in channel), np.int64, m),  # type: ignore[arg-type]
+        sent=np.asarray(sent, dtype=bool),
+        window_left=np.asarray(window_left, dtype=np.int64),
+        measured=measured_code[codes],
+        campaign_vocab=tuple(campaign_vocab),
+        channel_vocab=tuple(channel_vocab),
+    )
+    if keep.all():
+        return history
+    return History(
+        history.row[keep],
+        history.age[keep],
+        history.campaign[keep],
+        history.channel[keep],
+        history.sent[keep],
+        history.window_left[keep],
+        history.measured[keep],
+        history.campaign_vocab,
+        history.channel_vocab,
+    )
+
+
 def history_from_rows(
     rows: Sequence[Sequence[Any]],
     ids: Sequence[str],
@@ -58,36 +111,30 @@ def history_from_rows(
     channel_vocab: Sequence[str],
     measured: Mapping[str, bool],
 ) -> History:
-    """Build the history of the customers ``ids`` from decision rows.
-
-    Each row starts ``(customer_id, run_date, campaign_id, channel, group, window_end)``; dates may
-    be ``date`` objects or ISO strings; rows of other customers are ignored.
-    """
-    row_of = {cid: i for i, cid in enumerate(ids)}
-    rows = [r[:6] for r in rows if r[0] in row_of]
+    """Build a history from decision rows ``(customer_id, run_date, campaign_id, channel,
+    group, window_end, ...)``; dates may be ``date`` objects or ISO strings."""
     if not rows:
         return History.empty(campaign_vocab, channel_vocab)
-    cust, run_dates, camps, chans, groups, ends = zip(*rows, strict=True)
-    camp_code = {cid: i for i, cid in enumerate(campaign_vocab)}
-    chan_code = {ch: i for i, ch in enumerate(channel_vocab)}
+    cust, run_dates, camps, chans, groups, ends = (
+        list(c) for c in zip(*(r[:6] for r in rows), strict=True)
+    )
     today = np.datetime64(day, "D")
     run_d = np.array([str(d) for d in run_dates], dtype="datetime64[D]")
     end_d = np.array([str(e) if e is not None else "NaT" for e in ends], dtype="datetime64[D]")
     window_left = (end_d - today).astype(np.int64)
     window_left[np.isnat(end_d)] = 0
-    m = len(rows)
-    return History(
-        row=np.fromiter((row_of[c] for c in cust), np.int64, m),
-        age=(today - run_d).astype(np.int64),
-        campaign=np.fromiter((camp_code.get(c, -1) for c in camps), np.int64, m),
-        channel=np.fromiter((chan_code.get(c, -1) for c in chans), np.int64, m),
-        sent=np.fromiter(
-            (g == "test" and c is not None for g, c in zip(groups, camps, strict=True)), bool, m
-        ),
-        window_left=window_left,
-        measured=np.fromiter((measured.get(c, False) for c in camps), bool, m),
-        campaign_vocab=tuple(campaign_vocab),
-        channel_vocab=tuple(channel_vocab),
+    sent = np.array([g == "test" and c is not None for g, c in zip(groups, camps, strict=True)])
+    return history_from_columns(
+        cust,
+        (today - run_d).astype(np.int64),
+        camps,
+        chans,
+        sent,
+        window_left,
+        ids,
+        campaign_vocab=campaign_vocab,
+        channel_vocab=channel_vocab,
+        measured=measured,
     )
 
 

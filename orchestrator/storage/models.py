@@ -17,6 +17,9 @@ from sqlmodel import Field, SQLModel
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so big ids are BIGINT elsewhere.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Customer ids sort byte-wise everywhere (SQLite does by default), so batches, indexes and
+# keyset pagination agree across backends and PostgreSQL range scans can use the index.
+CustomerId = sa.String(128).with_variant(sa.String(128, collation="C"), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -30,7 +33,7 @@ def utcnow() -> datetime:
 class Customer(SQLModel, table=True):
     __tablename__ = "customer"
 
-    customer_id: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(primary_key=True, sa_type=CustomerId)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
@@ -52,7 +55,7 @@ class CustomerFeatures(SQLModel, table=True):
 
     __tablename__ = "customer_features"
 
-    customer_id: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(primary_key=True, sa_type=CustomerId)
     as_of: date
     recency_days: float | None = None
     frequency: int | None = None
@@ -80,7 +83,7 @@ class SegmentHistory(SQLModel, table=True):
     __table_args__ = (sa.Index("ix_segment_history_customer_kind", "customer_id", "kind"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    customer_id: str = Field(max_length=128)
+    customer_id: str = Field(sa_type=CustomerId)
     kind: str = Field(max_length=32)
     value: str = Field(max_length=64)
     valid_from: date
@@ -95,7 +98,7 @@ class Event(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
     source_event_id: str = Field(max_length=128, unique=True)
-    customer_id: str = Field(max_length=128)
+    customer_id: str = Field(sa_type=CustomerId)
     occurred_at: datetime = Field(sa_type=sa.DateTime(), index=True)
     type: str = Field(max_length=32)
     amount: float = 0.0
@@ -237,7 +240,7 @@ class Decision(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
     run_date: date
-    customer_id: str = Field(max_length=128)
+    customer_id: str = Field(sa_type=CustomerId)
     campaign_id: str | None = Field(default=None, max_length=64)  # None: the policy sent nothing
     treatment_id: str | None = Field(default=None, max_length=64)
     channel: str | None = Field(default=None, max_length=32)

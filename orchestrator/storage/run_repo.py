@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from orchestrator.engine.history import History, history_from_rows
+from orchestrator.engine.history import History, history_from_columns
 from orchestrator.features import COMPUTED_FEATURES
 from orchestrator.storage.bulk import bulk_insert
 from orchestrator.storage.models import DecisionContext
@@ -85,29 +85,56 @@ def load_history(
     channel_vocab: Sequence[str],
     measured: Mapping[str, bool],
 ) -> History:
-    """Decisions of the batch's customers in the ``lookback_days`` before ``day``."""
+    """Decisions of the batch's customers in the ``lookback_days`` before ``day``.
+
+    Ages and open-window days are computed by the database, so only ids and labels cross into
+    Python.
+    """
     if not ids:
         return History.empty(campaign_vocab, channel_vocab)
     collate = _collate(conn)
     since = date.fromordinal(day.toordinal() - lookback_days)
+    if conn.dialect.name == "postgresql":
+        age, left = "(CAST(:day AS DATE) - run_date)", "(window_end - CAST(:day AS DATE))"
+    else:
+        age = "CAST(julianday(:day) - julianday(run_date) AS INTEGER)"
+        left = "CAST(julianday(window_end) - julianday(:day) AS INTEGER)"
     where_ids = (
         "customer_id = :lo"
         if len(ids) == 1
         else f"customer_id{collate} >= :lo AND customer_id{collate} <= :hi"
     )
-    rows = conn.execute(
-        sa.text(
-            'SELECT customer_id, run_date, campaign_id, channel, "group", window_end '
-            f"FROM decision WHERE {where_ids} AND run_date >= :since AND run_date < :day"
-        ),
-        {"lo": ids[0], "hi": ids[-1], "since": since, "day": day},
-    ).all()
+    sql = (
+        f"SELECT customer_id, {age}, campaign_id, channel, "
+        f"CASE WHEN \"group\" = 'test' AND campaign_id IS NOT NULL THEN 1 ELSE 0 END, "
+        f"COALESCE({left}, 0) FROM decision WHERE {where_ids} "
+        "AND run_date >= :since AND run_date < :day"
+    )
+    params = {"lo": ids[0], "hi": ids[-1], "since": since, "day": day}
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if conn.dialect.name == "postgresql":
+        cur.execute(
+            sql.replace(":lo", "%(lo)s")
+            .replace(":hi", "%(hi)s")
+            .replace(":since", "%(since)s")
+            .replace(":day", "%(day)s"),
+            params,
+        )
+    else:
+        cur.execute(sql, params)
+    rows = cur.fetchall()
+    cur.close()
     if not rows:
         return History.empty(campaign_vocab, channel_vocab)
-    return history_from_rows(
-        rows,
+    cust, age_col, camps, chans, sent, window_left = zip(*rows, strict=True)
+    return history_from_columns(
+        cust,
+        np.asarray(age_col, dtype=np.int64),
+        camps,
+        chans,
+        np.asarray(sent, dtype=bool),
+        np.asarray(window_left, dtype=np.int64),
         ids,
-        day=day,
         campaign_vocab=campaign_vocab,
         channel_vocab=channel_vocab,
         measured=measured,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:01:23.492254
+Create Date: 2026-11-23 08:08:45.104386
 """
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "customer",
-        sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column(
+            "customer_id",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column(
             "attributes",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -85,7 +89,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "customer_features",
-        sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column(
+            "customer_id",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("as_of", sa.Date(), nullable=False),
         sa.Column("recency_days", sa.Float(), nullable=True),
         sa.Column("frequency", sa.Integer(), nullable=True),
@@ -110,7 +118,11 @@ def upgrade() -> None:
         "decision",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("run_date", sa.Date(), nullable=False),
-        sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column(
+            "customer_id",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("campaign_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("treatment_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
@@ -162,7 +174,11 @@ def upgrade() -> None:
         "event",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("source_event_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
-        sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column(
+            "customer_id",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("occurred_at", sa.DateTime(), nullable=False),
         sa.Column("type", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("amount", sa.Float(), nullable=False),
@@ -288,7 +304,11 @@ def upgrade() -> None:
     op.create_table(
         "segment_history",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column(
+            "customer_id",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("value", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("valid_from", sa.Date(), nullable=False),
