@@ -7,10 +7,12 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 import typer
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 

@@ -224,3 +224,36 @@ def policy_apprentice(as_json: bool = JSON_OPT) -> None:
         ],
         empty="no apprentice yet: set settings.policy.apprentice in the plan",
     )
+
+
+@logs_app.command("import")
+def logs_import(
+    file: str = typer.Argument(
+        ..., help="CSV, Parquet or JSONL: action, propensity, reward, context columns."
+    ),
+    policy: str | None = typer.Option(None, "--policy", help="Train this kind, not the plan's."),
+    fmt: str | None = typer.Option(None, "--format", help="csv, parquet or jsonl."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Warm-start a candidate from another system's logged decisions and estimate its value."""
+    from orchestrator.learning.warm_start import import_logs
+
+    report = import_logs(get_engine(), file, actor=actor(), kind=policy, fmt=fmt)
+    if as_json:
+        print_json(report.__dict__)
+        return
+    console.print(
+        f"read {report.rows:,} logged decisions with {len(report.context_features)} context "
+        f"features; trained {report.policy} candidate v{report.version_id} on "
+        f"{report.trained_on:,}, held out {report.held_out:,} to evaluate"
+    )
+    if report.estimates:
+        print_table(
+            "Estimated value per decision on the held-out logs (95% interval)",
+            ["policy", "ips", "snips", "dr"],
+            [
+                (k, *(_fmt(v[e]) for e in ("ips", "snips", "dr")))
+                for k, v in report.estimates.items()
+            ],
+        )
+    console.print(f"promote it with `orch policy promote {report.version_id}` when convinced")

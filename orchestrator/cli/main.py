@@ -61,6 +61,7 @@ app.command("export")(run_cmds.export)
 app.command("learn")(learn_cmds.learn)
 app.command("evaluate")(learn_cmds.evaluate)
 app.add_typer(learn_cmds.policy_app, name="policy")
+app.add_typer(learn_cmds.logs_app, name="logs")
 app.command("audit")(admin_cmds.audit)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import typer
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 from orchestrator.cli.common import (
     actor,

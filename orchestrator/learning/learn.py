@@ -95,7 +95,11 @@ def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | N
 def learn(
     engine: sa.Engine, *, as_of: date, actor: str, kind: str | None = None, eval_days: int = 28
 ) -> LearnReport:
-    """Run one learning step for the plan's policy (or ``kind``); see the module docstring."""
+    """Run one learning step for the plan's policy (or ``kind``); see the module docstring.
+
+    The gate evaluates on the holdout decisions of the latest ``eval_days`` run dates whose
+    outcomes have matured.
+    """
     require_schema(engine)
     started = time.perf_counter()
     maturation = mature_rewards(engine, as_of=as_of)
@@ -200,10 +204,13 @@ def _gate(
         engine,
         salt=plan.settings.salt,
         holdout_fraction=plan.settings.policy.evaluation_holdout,
-        since=date.fromordinal(as_of.toordinal() - eval_days),
+        until=as_of,
     )
     holdout = [d.subset(d.holdout & d.by_policy) for d in days]
     holdout = [d for d in holdout if d.n]
+    if holdout:  # the latest `eval_days` run dates with matured outcomes
+        newest = max(d.run_date for d in holdout)
+        holdout = [d for d in holdout if (newest - d.run_date).days < eval_days]
     if not holdout:
         report.decision = "no holdout decisions to evaluate on yet: candidate kept, not promoted"
         return

@@ -1,0 +1,232 @@
+"""`orch segments refresh | model | transitions`: customer segmentation and its history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from orchestrator.cli.common import (
+    console,
+    err_console,
+    get_engine,
+    new_app,
+    parse_day,
+    print_json,
+    print_table,
+    progress_bar,
+)
+
+segments_app = new_app(
+    "Customer segments: RFM, lifecycle stages, predicted value (BG/NBD, Gamma-Gamma), behaviour."
+)
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of tables.")
+
+
+@segments_app.command("refresh")
+def refresh(
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Use events up to the end of this day (default: the latest event's)."
+    ),
+    horizon_days: int | None = typer.Option(
+        None, "--horizon-days", help="Horizon of expected purchases and value (default 90)."
+    ),
+    time_unit: str | None = typer.Option(
+        None, "--time-unit", help="Time unit of the BG/NBD fit: days or weeks (default days)."
+    ),
+    config_file: str | None = typer.Option(
+        None, "--config", help="YAML or JSON file with segmentation settings (docs/segments.md)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Compute every customer's features as of a day; record lifecycle and RFM changes."""
+    from orchestrator.segments import refresh_segments
+    from orchestrator.segments.config import load_config
+    from orchestrator.segments.refresh import STEPS
+
+    day = parse_day(as_of, option="--as-of")
+    config = load_config(config_file, horizon_days=horizon_days, time_unit=time_unit)
+    engine = get_engine()
+    with progress_bar("segments", total=len(STEPS)) as update:
+        result = refresh_segments(engine, as_of=day, config=config, progress=update)
+    if as_json:
+        print_json({k: v for k, v in result.__dict__.items()})
+        return
+    seconds = sum(result.timings.values())
+    changes = ", ".join(f"{k} {v:,}" for k, v in result.history_changes.items())
+    console.print(
+        f"[green]refreshed[/green] segments as of {result.as_of}: {result.customers:,} customers, "
+        f"{result.purchasers:,} with purchases, {result.repeat_customers:,} repeat "
+        f"({seconds:.1f} s)"
+    )
+    console.print(f"customers entering a new segment: {changes}")
+    _counts_table("Lifecycle stages", result.lifecycle, result.customers)
+    _counts_table("RFM cells", result.rfm, result.purchasers)
+    _model_summary(result.model)
+
+
+def _counts_table(title: str, counts: dict[str, int], total: int) -> None:
+    print_table(
+        title,
+        ["segment", "customers", "share"],
+        [(k, f"{v:,}", f"{v / total:.1%}" if total else "") for k, v in counts.items()],
+        justify={"customers": "right", "share": "right"},
+    )
+
+
+def _model_summary(model: dict[str, Any]) -> None:
+    bg, gg = model.get("bgnbd"), model.get("gamma_gamma")
+    if bg:
+        console.print(
+            f"BG/NBD ({model['time_unit']}): r={bg['r']:.4g} alpha={bg['alpha']:.4g} "
+            f"a={bg['a']:.4g} b={bg['b']:.4g}"
+            + ("" if bg["converged"] else " [yellow](not converged)[/yellow]")
+        )
+    if gg:
+        console.print(
+            f"Gamma-Gamma: p={gg['p']:.4g} q={gg['q']:.4g} v={gg['v']:.4g}"
+            + ("" if gg["converged"] else " [yellow](not converged)[/yellow]")
+        )
+    for note in model.get("notes", []):
+        err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+@segments_app.command("model")
+def model(as_json: bool = JSON_OPT) -> None:
+    """Show the fitted BG/NBD and Gamma-Gamma parameters and fit diagnostics (no refit)."""
+    from orchestrator.segments.model_store import require_model
+
+    with get_engine().connect() as conn:
+        stored = require_model(conn)
+    if as_json:
+        print_json(stored)
+        return
+    console.print(
+        f"segmentation as of {stored['as_of']}: {stored['customers']:,} customers, "
+        f"{stored['purchasers']:,} with purchases, {stored['repeat_customers']:,} repeat; "
+        f"time unit {stored['time_unit']}, horizon {stored['horizon_days']} days"
+    )
+    bg = stored.get("bgnbd")
+    if bg:
+        print_table(
+            "BG/NBD",
+            ["parameter", "value"],
+            [
+                ("r", _num(bg["r"])),
+                ("alpha", _num(bg["alpha"])),
+                ("a", _num(bg["a"])),
+                ("b", _num(bg["b"])),
+                ("log-likelihood", f"{bg['log_likelihood']:,.2f}"),
+                ("customers", _num(bg["n_customers"])),
+                ("converged", "yes" if bg["converged"] else f"no: {bg['message']}"),
+                ("iterations", _num(bg["iterations"])),
+            ],
+        )
+        print_table(
+            "Customers by repeat purchases: observed vs expected",
+            ["repeat purchases", "observed", "expected", "difference"],
+            [
+                (
+                    b["repeat_purchases"],
+                    f"{b['observed']:,.0f}",
+                    "" if b["expected"] is None else f"{b['expected']:,.1f}",
+                    "" if b["expected"] is None else f"{b['observed'] - b['expected']:+,.1f}",
+                )
+                for b in stored.get("frequency_buckets", [])
+            ],
+            justify={"observed": "right", "expected": "right", "difference": "right"},
+        )
+    gg = stored.get("gamma_gamma")
+    if gg:
+        print_table(
+            "Gamma-Gamma",
+            ["parameter", "value"],
+            [
+                ("p", _num(gg["p"])),
+                ("q", _num(gg["q"])),
+                ("v", _num(gg["v"])),
+                ("mean order value", _num(gg["population_mean_order_value"], 6)),
+                ("log-likelihood", f"{gg['log_likelihood']:,.2f}"),
+                ("repeat customers", _num(gg["n_customers"])),
+                ("converged", "yes" if gg["converged"] else f"no: {gg['message']}"),
+                ("iterations", _num(gg["iterations"])),
+                ("corr(frequency, value)", f"{gg['frequency_value_correlation']:+.3f}"),
+            ],
+        )
+    for note in stored.get("notes", []):
+        err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
+
+
+@segments_app.command("transitions")
+def transitions(
+    start: str = typer.Option(..., "--from", help="First day (YYYY-MM-DD)."),
+    end: str = typer.Option(..., "--to", help="Second day (YYYY-MM-DD)."),
+    kind: str = typer.Option("lifecycle", "--kind", help="lifecycle or rfm."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Migration matrix: customers by segment on --from (rows) and on --to (columns)."""
+    from orchestrator.segments import transition_matrix
+    from orchestrator.segments.history import check_kind
+
+    check_kind(kind)
+    first = parse_day(start, option="--from")
+    second = parse_day(end, option="--to")
+    assert first is not None and second is not None
+    with get_engine().connect() as conn:
+        matrix = transition_matrix(conn, kind, first, second)
+    if as_json:
+        print_json(matrix.to_dict())
+        return
+    # Columns are numbered (the rows say which number is which segment) so that eleven RFM
+    # cells still fit a terminal.
+    labels = [*matrix.rows, *(c for c in matrix.columns if c not in matrix.rows)]
+    number = {label: str(i + 1) for i, label in enumerate(labels)}
+    totals = matrix.counts.sum(axis=1)
+    rows = [
+        (
+            f"{number[label]} {label}",
+            *(f"{c:,}" if c else "." for c in matrix.counts[i]),
+            f"{int(totals[i]):,}",
+        )
+        for i, label in enumerate(matrix.rows)
+    ]
+    column_totals = matrix.counts.sum(axis=0)
+    rows.append(("total", *(f"{int(c):,}" for c in column_totals), f"{matrix.total:,}"))
+    columns = [f"on {first}", *(number[c] for c in matrix.columns), "total"]
+    _print_wide_table(
+        f"{kind} on {first} (rows) and on {second} (columns): {matrix.moved:,} of "
+        f"{matrix.total:,} customers moved",
+        columns,
+        rows,
+    )
+    missing = [f"{number[c]} {c}" for c in matrix.columns if c not in matrix.rows]
+    if missing:
+        console.print("columns only: " + ", ".join(missing))
+
+
+def _print_wide_table(title: str, columns: list[str], rows: list[tuple[str, ...]]) -> None:
+    """A table that is not squeezed into 80 columns when the output is not a terminal."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    widths = [max(len(str(r[i])) for r in [tuple(columns), *rows]) for i in range(len(columns))]
+    needed = sum(widths) + 3 * len(widths) + 1
+    if console.is_terminal or needed <= console.width:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    Console(width=needed, highlight=False).print(table)
