@@ -8,7 +8,14 @@ import sys
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import admin_cmds, data_cmds, learn_cmds, plan_cmds, run_cmds
+from orchestrator.cli import (
+    admin_cmds,
+    daemon_cmds,
+    data_cmds,
+    learn_cmds,
+    plan_cmds,
+    run_cmds,
+)
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
 
 app = new_app(
@@ -62,6 +69,7 @@ app.command("learn")(learn_cmds.learn)
 app.command("evaluate")(learn_cmds.evaluate)
 app.add_typer(learn_cmds.policy_app, name="policy")
 app.add_typer(learn_cmds.logs_app, name="logs")
+app.command("daemon")(daemon_cmds.daemon)
 app.command("audit")(admin_cmds.audit)
 
 
