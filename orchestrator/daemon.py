@@ -60,7 +60,9 @@ def pending_dates(engine: sa.Engine, today: date, *, catch_up_days: int = 7) -> 
     """Dates to run: any missed day since the last finished run (at most a week), then today."""
     with session_scope(engine) as session:
         last = session.exec(
-            select(Run.run_date).where(col(Run.status) == "done").order_by(col(Run.run_date).desc())
+            select(col(Run.run_date))
+            .where(col(Run.status) == "done")
+            .order_by(col(Run.run_date).desc())
         ).first()
     start = (
         today

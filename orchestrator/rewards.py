@@ -80,7 +80,7 @@ def mature_rewards(
             if not rows:
                 break
             after = int(rows[-1][0])
-            _mature_chunk(conn, rows, report)
+            _mature_chunk(conn, list(rows), report)
         if progress:
             progress(report.matured, total)
     report.seconds = time.perf_counter() - started

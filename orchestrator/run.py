@@ -116,10 +116,10 @@ def prepare(session: Session, day: date) -> Prepared:
             rules.append(Rule.compile(camp.target, schema))
         except RuleError as exc:
             raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
-    policy, version_id, policy_names = _load_policy(session, plan)
-    apprentice, apprentice_names = _load_apprentice(session, plan)
     # Contexts are built and logged whatever the policy: learners replay them later.
     names = context_names(schema)
+    policy, version_id, policy_names = _load_policy(session, plan, names)
+    apprentice, apprentice_names = _load_apprentice(session, plan, names)
     needed = frozenset().union(*(r.fields for r in rules), context_fields(names))
     setup = RunSetup(
         day=day,
@@ -145,7 +145,9 @@ def prepare(session: Session, day: date) -> Prepared:
     )
 
 
-def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None, tuple[str, ...] | None]:
+def _load_policy(
+    session: Session, plan: Plan, names: tuple[str, ...]
+) -> tuple[Policy, int | None, tuple[str, ...] | None]:
     """The active version of the plan's policy, or the policy untrained when none is active."""
     spec = plan.settings.policy
     version = session.exec(
@@ -154,25 +156,30 @@ def _load_policy(session: Session, plan: Plan) -> tuple[Policy, int | None, tupl
         .order_by(col(PolicyVersion.id).desc())
     ).first()
     if version is not None:
-        names = version.params.get("context_names")
+        trained = version.params.get("context_names")
         policy = versions.instantiate(version.kind, version.params, version.state)
-        return policy, version.id, tuple(names) if names else None
+        return policy, version.id, tuple(trained) if trained else None
     try:
-        return POLICIES[spec.name](**spec.params), None, None
-    except TypeError as exc:
-        raise PlanError(f"settings.policy.params: {exc}") from None
+        policy = versions.instantiate(
+            spec.name, {**spec.params, "context_names": list(names)}, None
+        )
+    except InputError as exc:
+        raise PlanError(f"settings.policy: {exc}") from None
+    return policy, None, None
 
 
-def _load_apprentice(session: Session, plan: Plan) -> tuple[Policy | None, tuple[str, ...] | None]:
+def _load_apprentice(
+    session: Session, plan: Plan, names: tuple[str, ...]
+) -> tuple[Policy | None, tuple[str, ...] | None]:
     kind = plan.settings.policy.apprentice
     if kind is None:
         return None, None
     version = versions.latest(session, kind, ("apprentice",))
     if version is None:
-        return versions.instantiate(kind, {}, None), None
-    names = version.params.get("context_names")
+        return versions.instantiate(kind, {"context_names": list(names)}, None), None
+    trained = version.params.get("context_names")
     return versions.instantiate(kind, version.params, version.state), (
-        tuple(names) if names else None
+        tuple(trained) if trained else None
     )
 
 

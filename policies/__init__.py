@@ -7,10 +7,16 @@ Adding a policy is one module plus one line here; the contract suite
 from __future__ import annotations
 
 from policies.base import Choice, Policy
+from policies.epsilon_greedy import EpsilonGreedy
+from policies.lin_ts import LinearTS
 from policies.uniform import UniformPolicy
+from policies.vw import VowpalPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     UniformPolicy.name: UniformPolicy,
+    LinearTS.name: LinearTS,
+    EpsilonGreedy.name: EpsilonGreedy,
+    VowpalPolicy.name: VowpalPolicy,
 }
 
 __all__ = ["POLICIES", "Choice", "Policy", "UniformPolicy"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -93,6 +94,10 @@ class Policy(ABC):
     ) -> None:
         """Learn from logged ``(context, action, reward, propensity)``."""
 
+    def set_feature_names(self, names: Sequence[str]) -> None:
+        """Tell the policy what its context columns are (the engine calls it); default: ignore."""
+        del names
+
     # --- state -----------------------------------------------------------------------------
 
     def params(self) -> dict[str, Any]:
@@ -153,3 +158,54 @@ def sample_rows(
     action = np.where(has_any, action, -1)
     propensity = np.where(has_any, dist[np.arange(n), np.maximum(action, 0)], 0.0)
     return action.astype(np.int64), propensity
+
+
+def check_batch(
+    who: str, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+) -> None:
+    """Shapes of a scoring call (shared by the learning policies)."""
+    if contexts.ndim != 2 or action_features.ndim != 2 or eligible.ndim != 2:
+        raise ValueError(
+            f"{who}: contexts (n, d), action_features (A, k) and eligible (n, A) must be 2-D"
+        )
+    if eligible.shape != (len(contexts), len(action_features)):
+        raise ValueError(
+            f"{who}: eligible has shape {eligible.shape}, expected "
+            f"{(len(contexts), len(action_features))}"
+        )
+    if not np.isfinite(action_features).all():
+        raise ValueError(f"{who}: action_features must be finite")
+
+
+def check_log(
+    who: str,
+    contexts: np.ndarray,
+    action_features: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    propensities: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shapes and values of a logged batch: ``(contexts, action_features, actions, rewards)``
+    as float64, float64, int64, float64."""
+    x = np.asarray(contexts, dtype=np.float64)
+    feats = np.asarray(action_features, dtype=np.float64)
+    actions = np.asarray(actions)
+    rewards = np.asarray(rewards, dtype=np.float64)
+    propensities = np.asarray(propensities, dtype=np.float64)
+    n = len(x)
+    if x.ndim != 2 or feats.ndim != 2:
+        raise ValueError(f"{who}: contexts (n, d) and action_features (A, k) must be 2-D")
+    for label, array in (
+        ("actions", actions),
+        ("rewards", rewards),
+        ("propensities", propensities),
+    ):
+        if array.shape != (n,):
+            raise ValueError(f"{who}: {label} has shape {array.shape}, expected ({n},)")
+    if n and (actions.min() < 0 or actions.max() >= len(feats)):
+        raise ValueError(f"{who}: actions must index action_features (0..{len(feats) - 1})")
+    if not (np.isfinite(rewards).all() and np.isfinite(x).all() and np.isfinite(feats).all()):
+        raise ValueError(f"{who}: rewards, contexts and action_features must be finite")
+    if n and not ((propensities > 0) & (propensities <= 1)).all():
+        raise ValueError(f"{who}: propensities must be in (0, 1]")
+    return x, feats, actions.astype(np.int64), rewards

@@ -105,6 +105,8 @@ def evaluate_days(
     stacked, width = _stack(days)
     results: dict[str, dict[str, Any]] = {}
     for label, policy in policies.items():
+        if label in names:
+            policy.set_feature_names(names[label])
         dists = [
             policy.action_dist(
                 align(d.contexts, d.names, names.get(label, d.names)),

@@ -89,7 +89,8 @@ def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | N
     stamps = [d.matured_at.max() for d in days if d.n]
     if not stamps:
         return previous
-    return max(stamps).astype("datetime64[us]").astype(datetime)  # type: ignore[no-any-return]
+    newest: datetime = max(stamps).astype("datetime64[us]").astype(datetime)
+    return newest
 
 
 def learn(

@@ -22,10 +22,12 @@ def instantiate(kind: str, params: dict[str, Any], state: bytes | None) -> Polic
     ctor = {k: v for k, v in params.items() if k != "context_names"}
     try:
         policy = POLICIES[kind](**ctor)
-    except TypeError as exc:
-        raise InputError(f"policy {kind!r}: {exc}") from None
-    if state:
-        policy.set_state(state)
+        if state:
+            policy.set_state(state)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"policy {kind!r} with params {ctor}: {exc}") from None
+    if params.get("context_names"):
+        policy.set_feature_names(list(params["context_names"]))
     return policy
 
 

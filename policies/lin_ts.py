@@ -1,0 +1,568 @@
+"""Linear Thompson sampling over customer × action features (numpy, batched).
+
+Model: ``reward = φ(x, a)ᵀθ + noise`` with ``φ(x, a) = x̃ ⊗ ã``, ``x̃ = [1, z(x)]`` and
+``ã = [1, z(a)]``: a bias, every customer feature, every action feature and every
+customer-by-action interaction (what VW calls ``-q``). ``z`` standardizes with the mean and
+standard deviation of everything learned so far, so raw contexts (money in the thousands next to
+0/1 flags) need no scaling upstream, and the ridge prior ``θ ~ N(0, σ²/ridge)`` means the same
+thing for every feature. Rows of ``action_features`` are the actions' identities (hashed
+campaign, channel and treatment features), so the model follows campaigns from one day to the
+next however the action list is ordered.
+
+Learning keeps sufficient statistics in raw units, one group per distinct action-feature row:
+``Σ x̃x̃ᵀ``, ``Σ r·x̃``, counts. An update adds to them (no pass over old data); the posterior is
+re-solved lazily on the next scoring call, standardization included, because standardizing is
+an affine map of raw statistics.
+
+Propensities. Thompson sampling picks the argmax of one posterior draw; the probability of each
+action has no closed form. The policy therefore *is* its Monte Carlo estimate: after each update
+it fixes ``n_draws`` posterior draws (antithetic pairs, from a generator seeded by ``seed`` and
+the update count), and a customer's ``action_dist`` is the share of those draws whose argmax,
+among the customer's eligible actions, is each action — mixed with ``epsilon`` of uniform
+exploration. ``choose`` samples that distribution with the engine's generator (it picks a draw
+and plays its argmax: the same law, without the cumulative sums), so the logged propensity is
+the exact probability of the logged action. The draws come from the state, not from the batch,
+so a customer gets the same distribution whatever batch it lands in; seeded runs repeat.
+``draw_per="batch"`` makes a whole call follow one of the draws: correlated choices, identical
+propensities. Actions with identical feature rows score alike under every draw; they act as one
+and the first eligible of them takes the draws, as ``argmax`` would.
+
+>>> rng = np.random.default_rng(0)
+>>> x = rng.normal(size=(300, 2)).astype(np.float32)
+>>> acts = np.eye(3)
+>>> a = rng.integers(0, 3, 300)
+>>> r = (a == np.where(x[:, 0] > 0, 0, 2)).astype(float)
+>>> ts = LinearTS(epsilon=0.0)
+>>> ts.update(x, acts, a, r, np.full(300, 1 / 3))
+>>> d = ts.action_dist(np.array([[2.0, 0.0], [-2.0, 0.0]], np.float32), acts, np.ones((2, 3), bool))
+>>> d.argmax(axis=1).tolist(), bool(np.allclose(d.sum(axis=1), 1))
+([0, 2], True)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from policies.base import Choice, Policy, check_batch, check_log, sample_rows
+
+_DTYPES = ("float32", "float64")
+_DRAW_PER = ("customer", "batch")
+_CACHE_SCORES = 1 << 19  # float32 scores per chunk: 2 MB
+
+
+class LinearTS(Policy):
+    """Linear Thompson sampling with a joint customer × action feature map.
+
+    ``ridge`` prior precision (in standardized units); ``exploration`` scales the posterior
+    spread; ``n_draws`` posterior draws define ``action_dist`` (see the module docstring);
+    ``epsilon`` share of uniform exploration over the eligible actions (keeps every eligible
+    action's propensity positive for off-policy evaluation); ``draw_per`` ``"customer"`` or
+    ``"batch"``; ``dtype`` of the scoring arithmetic; ``seed`` of the posterior draws;
+    ``chunk_rows`` rows scored at a time (None: as many as keep ``chunk_rows × n_draws × A``
+    scores near 2 MB, which stays in cache).
+    """
+
+    name = "lints"
+    state_version = 1
+
+    def __init__(
+        self,
+        *,
+        ridge: float = 1.0,
+        exploration: float = 1.0,
+        n_draws: int = 16,
+        epsilon: float = 0.05,
+        draw_per: str = "customer",
+        dtype: str = "float32",
+        seed: int = 0,
+        chunk_rows: int | None = None,
+    ) -> None:
+        if ridge <= 0:
+            raise ValueError(f"lints: ridge must be > 0, got {ridge}")
+        if exploration < 0:
+            raise ValueError(f"lints: exploration must be >= 0, got {exploration}")
+        if n_draws < 1:
+            raise ValueError(f"lints: n_draws must be >= 1, got {n_draws}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"lints: epsilon must be in [0, 1], got {epsilon}")
+        if draw_per not in _DRAW_PER:
+            raise ValueError(f"lints: draw_per must be one of {_DRAW_PER}, got {draw_per!r}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"lints: dtype must be one of {_DTYPES}, got {dtype!r}")
+        if chunk_rows is not None and chunk_rows < 1:
+            raise ValueError(f"lints: chunk_rows must be >= 1, got {chunk_rows}")
+        self.ridge = float(ridge)
+        self.exploration = float(exploration)
+        self.n_draws = int(n_draws)
+        self.epsilon = float(epsilon)
+        self.draw_per = draw_per
+        self.dtype = dtype
+        self.seed = int(seed)
+        self.chunk_rows = None if chunk_rows is None else int(chunk_rows)
+        # Learned state: sufficient statistics per distinct action-feature row, in raw units.
+        self._names: tuple[str, ...] | None = None
+        self._keys = np.zeros((0, 0))  # (J, k) action-feature rows
+        self._gram = np.zeros((0, 0, 0))  # (J, d+1, d+1) Σ x̃x̃ᵀ, x̃ = [1, x]
+        self._xr = np.zeros((0, 0))  # (J, d+1) Σ r·x̃
+        self._sum_r = 0.0
+        self._sum_r2 = 0.0
+        self._n_updates = 0
+        self._fit: _Posterior | None = None  # solved lazily from the statistics
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "ridge": self.ridge,
+            "exploration": self.exploration,
+            "n_draws": self.n_draws,
+            "epsilon": self.epsilon,
+            "draw_per": self.draw_per,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "chunk_rows": self.chunk_rows,
+        }
+
+    # --- feature names -----------------------------------------------------------------------
+
+    def set_feature_names(self, names: Sequence[str]) -> None:
+        """Name the context columns (``engine.columns.context_names``).
+
+        Statistics learned under other names are carried over by name: a new column starts
+        with no history (as if it had been 0), a dropped column is forgotten.
+        """
+        names = tuple(names)
+        if self._names is None or not len(self._keys):
+            if len(self._keys) and self._gram.shape[1] - 1 != len(names):
+                raise ValueError(
+                    f"lints: {len(names)} feature names for a model of "
+                    f"{self._gram.shape[1] - 1} context columns"
+                )
+            self._names = names
+            return
+        if names == self._names:
+            return
+        old = {name: i + 1 for i, name in enumerate(self._names)}
+        new_idx = np.array([0] + [j + 1 for j, name in enumerate(names) if name in old])
+        old_idx = np.array([0] + [old[name] for name in names if name in old])
+        groups = np.arange(len(self._keys))
+        gram = np.zeros((len(self._keys), len(names) + 1, len(names) + 1))
+        gram[np.ix_(groups, new_idx, new_idx)] = self._gram[np.ix_(groups, old_idx, old_idx)]
+        xr = np.zeros((len(self._keys), len(names) + 1))
+        xr[:, new_idx] = self._xr[:, old_idx]
+        self._gram, self._xr, self._names = gram, xr, names
+        self._fit = None
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def action_dist(
+        self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+    ) -> np.ndarray:
+        return self._dist(contexts, action_features, eligible)[0]
+
+    def choose(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Choice:
+        """Sample from ``action_dist`` the cheap way: pick a draw (per customer, or one for the
+        batch), play its argmax; with probability ``epsilon`` pick uniformly instead."""
+        eligible = np.asarray(eligible, dtype=bool)
+        if self._posterior() is None:
+            return super().choose(contexts, action_features, eligible, rng)
+        n = len(eligible)
+        if self.draw_per == "batch":
+            which = np.full(n, rng.integers(self.n_draws), dtype=np.int64)
+        else:
+            which = rng.integers(self.n_draws, size=n)
+        dist, greedy, scores = self._dist(contexts, action_features, eligible, which, True)
+        assert greedy is not None and scores is not None
+        action = greedy
+        explore = np.flatnonzero(rng.random(n) < self.epsilon)
+        if len(explore):
+            action[explore] = sample_rows(_uniform(eligible[explore]), eligible[explore], rng)[0]
+        has_any = np.asarray(eligible.any(axis=1))
+        action[~has_any] = -1
+        propensity = np.where(has_any, dist[np.arange(n), np.maximum(action, 0)], 0.0)
+        return Choice(action, propensity, scores, dist)
+
+    def _dist(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        which: np.ndarray | None = None,
+        with_scores: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(n, A)`` distribution; each row's argmax under draw ``which (n,)`` if given; the
+        posterior mean scores (NaN where ineligible) if asked, from the same pass."""
+        contexts, action_features, eligible = self._check(contexts, action_features, eligible)
+        fit = self._posterior()
+        if fit is None:
+            return _uniform(eligible), None, None
+        # Actions with identical features score alike under every draw: score each distinct
+        # row once and give its draws to the group's first eligible member (argmax's rule).
+        groups = _Groups(action_features)
+        coefs = np.vstack([fit.draws, fit.mean]) if with_scores else fit.draws
+        weights = fit.score_matrix(groups.rows, coefs, self._np_dtype)
+        counts, picked, mean = self._argmax_counts(
+            contexts, groups.eligible(eligible), weights, which, with_scores
+        )
+        counts, picked = groups.expand(counts, picked, eligible)
+        counts *= (1.0 - self.epsilon) / fit.draws.shape[0]
+        if self.epsilon > 0.0:
+            share = self.epsilon / np.maximum(np.count_nonzero(eligible, axis=1), 1)
+            np.add(counts, share[:, None], out=counts, where=eligible)
+        scores = None
+        if mean is not None:
+            scores = np.take(mean, groups.of, axis=1) if groups.shared else mean
+            np.copyto(scores, np.nan, where=~eligible)
+        return counts, picked, scores
+
+    def _scores(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        dist: np.ndarray,
+    ) -> np.ndarray:
+        """The posterior mean reward of each eligible action (NaN elsewhere)."""
+        fit = self._posterior()
+        if fit is None:
+            return np.where(eligible, 0.0, np.nan)
+        dtype = self._np_dtype
+        weights = fit.score_matrix(
+            np.asarray(action_features, dtype=np.float64), fit.mean[None], dtype
+        )
+        mean = np.asarray(contexts, dtype=dtype) @ weights[:, :-1].T
+        mean += weights[:, -1]
+        np.copyto(mean, np.nan, where=~np.asarray(eligible, dtype=bool))
+        return mean
+
+    @property
+    def _np_dtype(self) -> type[np.floating[Any]]:
+        return np.float32 if self.dtype == "float32" else np.float64
+
+    def _argmax_counts(
+        self,
+        contexts: np.ndarray,
+        eligible: np.ndarray,
+        weights: np.ndarray,
+        which: np.ndarray | None = None,
+        last_is_mean: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """How many of the draws pick each action: ``(n, A)`` counts; if asked, each row's pick
+        under draw ``which (n,)`` (from the same arithmetic, so it is always counted); and if
+        ``last_is_mean``, the last coefficient vector's scores ``(n, A)`` (not a draw).
+
+        ``weights (A·S, d+1)``, rows ordered (action, draw), last column the bias. Rows of the
+        batch are scored in cache-sized chunks laid out ``(A, S, m)``, so the max over actions
+        is a vectorized reduction over contiguous rows (``argmax`` over a short last axis costs
+        three times more); the draws at the max are counted. Ties (identical action features)
+        are rare and re-done exactly: the first action at the max takes the draw.
+        """
+        n, d = contexts.shape
+        n_actions = eligible.shape[1]
+        counts = np.zeros((n, n_actions))
+        picked = np.zeros(n, dtype=np.int64) if which is not None else None
+        dtype = weights.dtype
+        mean = np.zeros((n, n_actions), dtype=dtype) if last_is_mean else None
+        if n == 0 or n_actions == 0:
+            return counts, picked, mean
+        width = weights.shape[0] // n_actions
+        n_draws = width - last_is_mean
+        tally = np.uint8 if n_draws < 256 else np.int64
+        has_any = np.asarray(eligible.any(axis=1))
+        step = self.chunk_rows or max(64, _CACHE_SCORES // max(width * n_actions, 1))
+        xt = np.empty((d + 1, min(step, n)), dtype=dtype)
+        xt[d] = 1.0
+        zero, minus_inf = dtype.type(0.0), dtype.type(-np.inf)
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            rows = slice(start, start + m)
+            xt[:d, :m] = contexts[rows].T
+            block = (weights @ xt[:, :m]).reshape(n_actions, width, m)
+            if mean is not None:
+                mean[rows] = block[:, n_draws, :].T
+            scores = block[:, :n_draws, :]
+            scores += np.where(eligible[rows].T, zero, minus_inf)[:, None, :]
+            top = np.maximum.reduce(scores, axis=0)  # (S, m)
+            hit = scores == top
+            chunk = np.add.reduce(hit.view(np.uint8), axis=1, dtype=tally).T  # (m, A)
+            tied = np.flatnonzero((chunk.sum(axis=1) > n_draws) & has_any[rows])
+            if len(tied):
+                first = scores[:, :, tied].argmax(axis=0)  # (S, t)
+                chunk = chunk.astype(np.int64)
+                chunk[tied] = 0
+                np.add.at(chunk, (np.broadcast_to(tied, first.shape), first), 1)
+                hit[:, :, tied] = first[None] == np.arange(n_actions)[:, None, None]
+            counts[rows] = chunk
+            if picked is not None and which is not None:
+                picked[rows] = hit[:, which[rows], np.arange(m)].argmax(axis=0)
+        counts[~has_any] = 0.0
+        return counts, picked, mean
+
+    # --- learning ----------------------------------------------------------------------------
+
+    def update(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        propensities: np.ndarray,
+    ) -> None:
+        """Add the logged rows to the sufficient statistics (propensities are not needed: the
+        regression of reward on context and action is unbiased under any logging policy that
+        depends on the context only)."""
+        x, feats, actions, rewards = check_log(
+            "lints", contexts, action_features, actions, rewards, propensities
+        )
+        if not len(actions):
+            return
+        d, k = x.shape[1], feats.shape[1]
+        if len(self._keys) and (self._gram.shape[1] != d + 1 or self._keys.shape[1] != k):
+            raise ValueError(
+                f"lints: learned on {self._gram.shape[1] - 1} context and "
+                f"{self._keys.shape[1]} action features, got {d} and {k}"
+            )
+        if not len(self._keys):
+            self._keys = np.zeros((0, k))
+            self._gram = np.zeros((0, d + 1, d + 1))
+            self._xr = np.zeros((0, d + 1))
+        xt = np.empty((len(x), d + 1))
+        xt[:, 0] = 1.0
+        xt[:, 1:] = x
+        index = {row.tobytes(): j for j, row in enumerate(self._keys)}
+        present, inverse = np.unique(actions, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(present) + 1))
+        new_keys: list[np.ndarray] = []
+        new_gram: list[np.ndarray] = []
+        new_xr: list[np.ndarray] = []
+        for i, action in enumerate(present):
+            rows = order[bounds[i] : bounds[i + 1]]
+            block = xt[rows]
+            gram, xr = block.T @ block, block.T @ rewards[rows]
+            key = feats[action]
+            j = index.get(key.tobytes())
+            if j is None:
+                index[key.tobytes()] = len(self._keys) + len(new_keys)
+                new_keys.append(key)
+                new_gram.append(gram)
+                new_xr.append(xr)
+            elif j >= len(self._keys):
+                new_gram[j - len(self._keys)] += gram
+                new_xr[j - len(self._keys)] += xr
+            else:
+                self._gram[j] += gram
+                self._xr[j] += xr
+        if new_keys:
+            self._keys = np.concatenate([self._keys, np.stack(new_keys)])
+            self._gram = np.concatenate([self._gram, np.stack(new_gram)])
+            self._xr = np.concatenate([self._xr, np.stack(new_xr)])
+        self._sum_r += float(rewards.sum())
+        self._sum_r2 += float(rewards @ rewards)
+        self._n_updates += 1
+        self._fit = None
+
+    def _posterior(self) -> _Posterior | None:
+        if self._fit is None and len(self._keys):
+            self._fit = _Posterior.solve(
+                self._keys,
+                self._gram,
+                self._xr,
+                self._sum_r,
+                self._sum_r2,
+                ridge=self.ridge,
+                exploration=self.exploration,
+                n_draws=self.n_draws,
+                rng=np.random.default_rng([self.seed, self._n_updates]),
+            )
+        return self._fit
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _state_payload(self) -> bytes:
+        meta = {
+            "names": list(self._names) if self._names is not None else None,
+            "sum_r": self._sum_r,
+            "sum_r2": self._sum_r2,
+            "n_updates": self._n_updates,
+        }
+        out = io.BytesIO()
+        head = json.dumps(meta).encode()
+        out.write(len(head).to_bytes(4, "big") + head)
+        for array in (self._keys, self._gram, self._xr):
+            np.save(out, array, allow_pickle=False)
+        return out.getvalue()
+
+    def _load_payload(self, payload: bytes) -> None:
+        size = int.from_bytes(payload[:4], "big")
+        meta = json.loads(payload[4 : 4 + size])
+        stream = io.BytesIO(payload[4 + size :])
+        keys, gram, xr = (np.load(stream, allow_pickle=False) for _ in range(3))
+        self._keys, self._gram, self._xr = keys, gram, xr
+        self._names = tuple(meta["names"]) if meta["names"] is not None else None
+        self._sum_r, self._sum_r2 = float(meta["sum_r"]), float(meta["sum_r2"])
+        self._n_updates = int(meta["n_updates"])
+        self._fit = None
+
+    # --- input checks ------------------------------------------------------------------------
+
+    def _check(
+        self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        contexts = np.asarray(contexts)
+        action_features = np.asarray(action_features, dtype=np.float64)
+        eligible = np.asarray(eligible, dtype=bool)
+        check_batch("lints", contexts, action_features, eligible)
+        if not np.isfinite(contexts).all():
+            raise ValueError("lints: contexts must be finite")
+        if len(self._keys):
+            d, k = self._gram.shape[1] - 1, self._keys.shape[1]
+            if contexts.shape[1] != d or action_features.shape[1] != k:
+                raise ValueError(
+                    f"lints: learned on {d} context and {k} action features, got "
+                    f"{contexts.shape[1]} and {action_features.shape[1]}"
+                )
+        return contexts, action_features, eligible
+
+
+class _Posterior:
+    """The solved model in standardized units, and the maps back to raw units.
+
+    ``mean (D,)`` and ``draws (S, D)`` are coefficients of ``z(x̃) ⊗ z(ã)`` with
+    ``D = (d+1)(k+1)``; ``x_map (d+1, d+1)`` and ``a_map`` take raw ``[1, x]`` and ``[1, a]``
+    to standardized ones.
+    """
+
+    def __init__(
+        self, mean: np.ndarray, draws: np.ndarray, x_map: np.ndarray, a_map: np.ndarray
+    ) -> None:
+        self.mean, self.draws, self.x_map, self.a_map = mean, draws, x_map, a_map
+
+    @classmethod
+    def solve(
+        cls,
+        keys: np.ndarray,
+        gram: np.ndarray,
+        xr: np.ndarray,
+        sum_r: float,
+        sum_r2: float,
+        *,
+        ridge: float,
+        exploration: float,
+        n_draws: int,
+        rng: np.random.Generator,
+    ) -> _Posterior:
+        import scipy.linalg  # only when a model is solved: keeps `import policies` light
+
+        dx, da = gram.shape[1], keys.shape[1] + 1
+        counts = gram[:, 0, 0]
+        n = float(counts.sum())
+        pooled = gram.sum(axis=0)
+        x_map = _standardizer(pooled[0, 1:] / n, np.diag(pooled)[1:] / n)
+        a_raw = np.concatenate([np.ones((len(keys), 1)), keys], axis=1)
+        a_mean = counts @ keys / n
+        a_map = _standardizer(a_mean, counts @ keys**2 / n)
+        g = np.einsum("pi,jik,qk->jpq", x_map, gram, x_map, optimize=True)
+        h = xr @ x_map.T
+        a = a_raw @ a_map.T
+        # Σ_j G_j ⊗ a_j a_jᵀ as one matrix product, then into Kronecker layout.
+        outer_a = np.einsum("jq,jr->jqr", a, a).reshape(len(a), da * da)
+        precision = (g.reshape(len(g), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
+        precision = precision.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
+        rhs = (h.T @ a).ravel()
+        prior = np.full(dx * da, ridge)
+        prior[0] = ridge * 1e-6  # the global level: nearly flat, it never changes the argmax
+        precision[np.diag_indices_from(precision)] += prior
+        chol = scipy.linalg.cholesky(precision, lower=True)
+        mean = scipy.linalg.cho_solve((chol, True), rhs)
+        # Noise: residual variance pooled with D pseudo-rows at the reward variance, so a model
+        # with more coefficients than rows does not claim to know the noise.
+        rss = max(sum_r2 - mean @ rhs - mean @ (prior * mean), 0.0)
+        var_r = max(sum_r2 / n - (sum_r / n) ** 2, 0.0)
+        dim = dx * da
+        sigma = np.sqrt((rss + dim * var_r) / (n + dim)) * exploration
+        half = (n_draws + 1) // 2
+        z = rng.standard_normal((dim, half))
+        delta = scipy.linalg.solve_triangular(chol.T, z, lower=False).T * sigma
+        draws = mean + np.concatenate([delta, -delta])[:n_draws]
+        return cls(mean, draws, x_map, a_map)
+
+    def score_matrix(
+        self, action_features: np.ndarray, coefs: np.ndarray, dtype: Any
+    ) -> np.ndarray:
+        """``(A·S, d+1)`` raw-unit weights, rows ordered (action, draw), last column the bias:
+        ``W @ [x, 1]`` scores every action under every coefficient vector of ``coefs (S, D)``."""
+        dx = self.x_map.shape[0]
+        a = np.concatenate([np.ones((len(action_features), 1)), action_features], axis=1)
+        a = a @ self.a_map.T  # (A, k+1) standardized
+        w = coefs.reshape(len(coefs), dx, -1)  # (S, d+1, k+1)
+        per = np.einsum("pi,spq,aq->asi", self.x_map, w, a, optimize=True)  # raw [1, x]
+        per = np.concatenate([per[..., 1:], per[..., :1]], axis=-1)
+        return np.ascontiguousarray(per.reshape(-1, dx), dtype=dtype)
+
+
+class _Groups:
+    """Actions grouped by identical feature rows, in order of first appearance."""
+
+    def __init__(self, action_features: np.ndarray) -> None:
+        _, first, inverse = np.unique(
+            action_features, axis=0, return_index=True, return_inverse=True
+        )
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        self.first = first[order]  # (G,) first action of each group
+        self.of = rank[inverse.ravel()]  # (A,) group of each action
+        self.rows = action_features[self.first]  # (G, k)
+        sizes = np.bincount(self.of, minlength=len(self.first))
+        self.shared = [np.flatnonzero(self.of == g) for g in np.flatnonzero(sizes > 1)]
+
+    def eligible(self, eligible: np.ndarray) -> np.ndarray:
+        """``(n, G)``: some member of the group is eligible."""
+        if not self.shared:
+            return eligible
+        out = eligible[:, self.first]
+        for members in self.shared:
+            out[:, self.of[members[0]]] = eligible[:, members].any(axis=1)
+        return out
+
+    def expand(
+        self, counts: np.ndarray, picked: np.ndarray | None, eligible: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Group counts ``(n, G)`` and picks back to actions: the first eligible member."""
+        if not self.shared:
+            return counts, picked
+        out = np.take(counts, self.of, axis=1)
+        mapped = self.first[picked] if picked is not None else None
+        for members in self.shared:
+            g = self.of[members[0]]
+            lead = members[eligible[:, members].argmax(axis=1)]
+            out[:, members] *= members[None, :] == lead[:, None]
+            if mapped is not None and picked is not None:
+                mapped = np.where(picked == g, lead, mapped)
+        return out, mapped
+
+
+def _standardizer(mean: np.ndarray, second_moment: np.ndarray) -> np.ndarray:
+    """``T`` with ``T @ [1, v] = [1, (v - mean) / sd]`` (``sd`` 1 where a column is constant)."""
+    sd = np.sqrt(np.maximum(second_moment - mean**2, 0.0))
+    sd = np.where(sd > 1e-12 * np.maximum(np.abs(mean), 1.0), sd, 1.0)
+    t = np.zeros((len(mean) + 1, len(mean) + 1))
+    t[0, 0] = 1.0
+    t[1:, 0] = -mean / sd
+    t[1:, 1:] = np.diag(1.0 / sd)
+    return t
+
+
+def _uniform(eligible: np.ndarray) -> np.ndarray:
+    counts = eligible.sum(axis=1, keepdims=True)
+    return np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)

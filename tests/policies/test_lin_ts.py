@@ -1,0 +1,198 @@
+"""Linear Thompson sampling: sufficient statistics, scale invariance, sampling = action_dist."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.lin_ts import LinearTS
+
+N_ACTIONS = 4
+FEATURES = np.column_stack([np.eye(N_ACTIONS), [0.0, 0.1, 0.2, 0.0]])
+
+
+def _log(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.normal(size=n), rng.lognormal(6, 1, n), rng.integers(0, 2, n)])
+    a = rng.integers(0, N_ACTIONS, n)
+    r = np.where(a == (x[:, 0] > 0) * 2, 1.0, 0.0) + 0.001 * x[:, 1] + rng.normal(0, 0.3, n)
+    return x.astype(np.float32), a, r
+
+
+def _trained(**params) -> LinearTS:
+    policy = LinearTS(**params)
+    x, a, r = _log(0)
+    policy.update(x, FEATURES, a, r, np.full(len(a), 1 / N_ACTIONS))
+    return policy
+
+
+def test_untrained_is_uniform_over_the_eligible() -> None:
+    eligible = np.array([[True, False, True, True], [False, False, False, False]])
+    dist = LinearTS().action_dist(np.zeros((2, 3), np.float32), FEATURES, eligible)
+    assert np.allclose(dist, [[1 / 3, 0, 1 / 3, 1 / 3], [0, 0, 0, 0]])
+
+
+def test_incremental_updates_equal_one_update() -> None:
+    x, a, r = _log(1, 600)
+    p = np.full(600, 0.25)
+    whole, parts = LinearTS(), LinearTS()
+    whole.update(x, FEATURES, a, r, p)
+    for chunk in np.array_split(np.arange(600), 3):
+        parts.update(x[chunk], FEATURES, a[chunk], r[chunk], p[chunk])
+    probe = x[:50]
+    eligible = np.ones((50, N_ACTIONS), bool)
+    assert np.allclose(
+        whole.scores(probe, FEATURES, eligible), parts.scores(probe, FEATURES, eligible), atol=1e-4
+    )
+
+
+def test_rescaling_a_context_column_changes_nothing() -> None:
+    x, a, r = _log(2)
+    scaled = x.copy()
+    scaled[:, 1] /= 1000.0  # e.g. revenue in thousands instead of units
+    p = np.full(len(a), 0.25)
+    one, other = LinearTS(dtype="float64"), LinearTS(dtype="float64")
+    one.update(x, FEATURES, a, r, p)
+    other.update(scaled, FEATURES, a, r, p)
+    eligible = np.ones((len(x), N_ACTIONS), bool)
+    assert np.allclose(
+        one.scores(x, FEATURES, eligible), other.scores(scaled, FEATURES, eligible), atol=1e-6
+    )
+    assert np.allclose(
+        one.action_dist(x, FEATURES, eligible), other.action_dist(scaled, FEATURES, eligible)
+    )
+
+
+def test_learns_which_action_is_best() -> None:
+    policy = _trained(epsilon=0.0)
+    probe = np.array([[2.0, 400.0, 0.0], [-2.0, 400.0, 1.0]], np.float32)
+    dist = policy.action_dist(probe, FEATURES, np.ones((2, N_ACTIONS), bool))
+    assert dist.argmax(axis=1).tolist() == [2, 0]
+    assert dist[0, 2] > 0.9 and dist[1, 0] > 0.9
+
+
+def test_feature_names_carry_the_model_across_a_new_column_order() -> None:
+    policy = _trained()
+    policy.set_feature_names(["z", "monetary", "opt_in"])
+    x, _, _ = _log(3, 100)
+    eligible = np.ones((100, N_ACTIONS), bool)
+    before = policy.scores(x, FEATURES, eligible)
+    policy.set_feature_names(["opt_in", "new_col", "z", "monetary"])
+    reordered = np.column_stack([x[:, 2], np.zeros(100), x[:, 0], x[:, 1]]).astype(np.float32)
+    assert np.allclose(policy.scores(reordered, FEATURES, eligible), before, atol=1e-4)
+    restored = LinearTS()
+    restored.set_state(policy.get_state())
+    assert np.allclose(restored.scores(reordered, FEATURES, eligible), before, atol=1e-4)
+
+
+def test_identical_actions_act_as_one_and_the_first_eligible_takes_the_mass() -> None:
+    policy = _trained(epsilon=0.0)
+    features = np.vstack([FEATURES, FEATURES[2]])  # action 4 duplicates action 2
+    probe = np.array([[2.0, 400.0, 0.0]] * 2, np.float32)
+    eligible = np.array([[True, True, True, True, True], [True, True, False, True, True]])
+    dist = policy.action_dist(probe, features, eligible)
+    assert dist[0, 4] == 0.0 and dist[0, 2] > 0.9
+    assert dist[1, 2] == 0.0 and dist[1, 4] > 0.9
+
+
+@pytest.mark.parametrize("draw_per", ["customer", "batch"])
+def test_choices_follow_action_dist(draw_per: str) -> None:
+    """Sampling draws, not the distribution, is how choose works: check it is the same law."""
+    policy = _trained(draw_per=draw_per, n_draws=8, exploration=3.0, epsilon=0.1)
+    rng = np.random.default_rng(5)
+    row = np.array([[0.1, 300.0, 1.0]], np.float32)
+    eligible = np.array([[True, True, True, False]])
+    batch, reps = (4000, 1) if draw_per == "customer" else (4, 1000)
+    contexts, mask = np.repeat(row, batch, axis=0), np.repeat(eligible, batch, axis=0)
+    counts = np.zeros(N_ACTIONS)
+    for _ in range(reps):
+        choice = policy.choose(contexts, FEATURES, mask, rng)
+        assert np.allclose(choice.propensity, choice.action_dist[np.arange(batch), choice.action])
+        counts += np.bincount(choice.action, minlength=N_ACTIONS)
+    dist = policy.action_dist(row, FEATURES, eligible)[0]
+    total = batch * reps
+    # Batch mode: one draw per call, so calls (not rows) are the independent units.
+    units = total if draw_per == "customer" else reps
+    se = np.sqrt(dist * (1 - dist) / units) + 1e-12
+    assert (np.abs(counts / total - dist) <= 4 * se).all(), (counts / total, dist)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40))
+def test_batch_draws_keep_the_contract(seed: int, n: int) -> None:
+    policy = _trained(draw_per="batch")
+    rng = np.random.default_rng(seed)
+    x = _log(seed % 1000, n)[0]
+    eligible = rng.random((n, N_ACTIONS)) < 0.5
+    choice = policy.choose(x, FEATURES, eligible, np.random.default_rng(seed))
+    again = policy.choose(x, FEATURES, eligible, np.random.default_rng(seed))
+    has = eligible.any(axis=1)
+    assert np.array_equal(choice.action, again.action)
+    assert (choice.action[~has] == -1).all()
+    assert eligible[np.flatnonzero(has), choice.action[has]].all()
+    assert (choice.propensity[has] > 0).all()
+    assert np.allclose(choice.propensity[has], choice.action_dist[has, choice.action[has]])
+
+
+def test_float32_and_float64_scoring_agree() -> None:
+    x, _, _ = _log(4, 2000)
+    eligible = np.ones((2000, N_ACTIONS), bool)
+    d32 = _trained(dtype="float32").action_dist(x, FEATURES, eligible)
+    d64 = _trained(dtype="float64").action_dist(x, FEATURES, eligible)
+    assert np.abs(d32 - d64).max() <= 1 / 16 + 1e-9  # at most one draw flips, near a tie
+    assert np.mean(np.abs(d32 - d64).sum(axis=1) > 0) < 0.01
+
+
+def test_bad_inputs_are_refused() -> None:
+    policy = _trained()
+    with pytest.raises(ValueError, match="learned on 3 context"):
+        policy.action_dist(np.zeros((2, 4), np.float32), FEATURES, np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="eligible has shape"):
+        policy.action_dist(np.zeros((2, 3), np.float32), FEATURES, np.ones((3, 4), bool))
+    with pytest.raises(ValueError, match="propensities"):
+        policy.update(np.zeros((1, 3)), FEATURES, np.array([0]), np.array([1.0]), np.zeros(1))
+    with pytest.raises(ValueError, match="actions must index"):
+        policy.update(np.zeros((1, 3)), FEATURES, np.array([9]), np.array([1.0]), np.ones(1))
+    with pytest.raises(ValueError, match="draw_per"):
+        LinearTS(draw_per="day")
+
+
+def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
+    x, a, r = _log(6, 300)
+    policy = LinearTS(ridge=2.0, dtype="float64")
+    policy.update(x, FEATURES, a, r, np.full(len(a), 0.25))
+
+    def standardize(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        sd = ref.std(axis=0)
+        return (v - ref.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+    x64, logged = x.astype(np.float64), FEATURES[a]
+
+    def phi(xs: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        zx = np.column_stack([np.ones(len(xs)), standardize(xs, x64)])
+        za = np.column_stack([np.ones(len(feats)), standardize(feats, logged)])
+        return np.einsum("ip,iq->ipq", zx, za).reshape(len(xs), -1)
+
+    design = phi(x64, logged)
+    penalty = np.full(design.shape[1], 2.0)
+    penalty[0] = 2.0e-6
+    theta = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ r)
+    probe = x64[:20]
+    expected = np.column_stack(
+        [phi(probe, np.repeat(FEATURES[[j]], 20, axis=0)) @ theta for j in range(N_ACTIONS)]
+    )
+    got = policy.scores(x[:20], FEATURES, np.ones((20, N_ACTIONS), bool))
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_choose_reports_the_posterior_mean_scores() -> None:
+    policy = _trained()
+    x, _, _ = _log(7, 50)
+    features = np.vstack([FEATURES, FEATURES[1]])  # a duplicate shares its group's score
+    eligible = np.random.default_rng(7).random((50, N_ACTIONS + 1)) < 0.6
+    choice = policy.choose(x, features, eligible, np.random.default_rng(0))
+    expected = policy.scores(x, features, eligible)
+    assert np.array_equal(np.isnan(choice.scores), ~eligible)
+    assert np.allclose(choice.scores[eligible], expected[eligible], rtol=1e-5, atol=1e-5)
