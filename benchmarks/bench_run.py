@@ -263,9 +263,14 @@ def build(url: str, n: int, seed: int, history_days: int = 30) -> None:
 CHILD = """
 import json, resource, sys, time
 from datetime import date
-from orchestrator.storage.db import make_engine
+from orchestrator.storage.db import make_engine, session_scope
+from orchestrator.storage.models import PlanSetting
 from orchestrator.run import run_daily
 engine = make_engine(sys.argv[1])
+with session_scope(engine) as session:  # the policy to run with
+    row = session.get(PlanSetting, "policy")
+    row.value = {**row.value, "name": sys.argv[4], "params": {}}
+    session.add(row)
 t = time.perf_counter()
 report = run_daily(engine, day=date.fromisoformat(sys.argv[2]), batch_size=int(sys.argv[3]),
                    force=True)
@@ -275,14 +280,14 @@ print(json.dumps({"seconds": time.perf_counter() - t, "decided": report.decided,
 """
 
 
-def measure(url: str, batch_size: int, profile: str | None) -> dict:
+def measure(url: str, batch_size: int, profile: str | None, policy: str) -> dict:
     cmd = [sys.executable]
     if profile:
         cmd += ["-m", "cProfile", "-o", profile]
     child = Path(tempfile.gettempdir()) / "orch_bench_run_child.py"
     child.write_text(CHILD)
     out = subprocess.run(
-        cmd + [str(child), url, RUN_DAY.isoformat(), str(batch_size)],
+        cmd + [str(child), url, RUN_DAY.isoformat(), str(batch_size), policy],
         capture_output=True,
         text=True,
         check=True,
@@ -300,6 +305,9 @@ def main() -> None:
     ap.add_argument("--postgres-url", default=None, help="also run on this PostgreSQL database")
     ap.add_argument("--reuse", action="store_true", help="reuse a database built before")
     ap.add_argument("--profile", default=None, help="write a cProfile of the run here")
+    ap.add_argument(
+        "--policy", action="append", default=None, help="policy to run (repeatable; uniform)"
+    )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     targets = [("sqlite", f"sqlite:///{args.out}/bench_run_{args.customers}.db")]
@@ -320,23 +328,24 @@ def main() -> None:
                 conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
             engine.dispose()
             build(url, args.customers, args.seed)
-        r = measure(url, args.batch_size, args.profile)
-        r["backend"] = backend
-        results.append(r)
-        print(
-            f"  run: {r['seconds']:.1f} s, {r['customers'] / r['seconds']:,.0f} customers/s, "
-            f"{r['decided']:,} decisions, peak RSS {r['rss_mb']:.0f} MB, "
-            f"suppressed {r['suppressed']}",
-            flush=True,
-        )
+        for policy in args.policy or ["uniform"]:
+            r = measure(url, args.batch_size, args.profile, policy)
+            r["backend"], r["policy"] = backend, policy
+            results.append(r)
+            print(
+                f"  run ({policy}): {r['seconds']:.1f} s, "
+                f"{r['customers'] / r['seconds']:,.0f} customers/s, {r['decided']:,} decisions, "
+                f"peak RSS {r['rss_mb']:.0f} MB, suppressed {r['suppressed']}",
+                flush=True,
+            )
     print()
     print(
-        f"{'backend':<12}{'customers':>12}{'seconds':>10}{'cust/s':>12}{'decisions':>12}"
-        f"{'peak MB':>10}"
+        f"{'backend':<12}{'policy':<9}{'customers':>12}{'seconds':>10}{'cust/s':>12}"
+        f"{'decisions':>12}{'peak MB':>10}"
     )
     for r in results:
         print(
-            f"{r['backend']:<12}{r['customers']:>12,}{r['seconds']:>10.1f}"
+            f"{r['backend']:<12}{r['policy']:<9}{r['customers']:>12,}{r['seconds']:>10.1f}"
             f"{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}{r['rss_mb']:>10.0f}"
         )
 
