@@ -28,7 +28,12 @@ docs: $(STAMP)
 	$(BIN)/python -m orchestrator.cli.docgen > docs/cli.md
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_run.py --policy uniform --policy lints --policy vw
+	$(BIN)/python benchmarks/bench_policies.py
+	$(BIN)/python benchmarks/bench_segments.py
+	$(BIN)/python benchmarks/bench_uplift.py
 
 clean:
 	rm -rf $(VENV) orch.db .pytest_cache .mypy_cache .hypothesis

@@ -14,6 +14,7 @@ from orchestrator.cli import (
     data_cmds,
     learn_cmds,
     plan_cmds,
+    report_cmds,
     run_cmds,
 )
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
@@ -69,6 +70,8 @@ app.command("learn")(learn_cmds.learn)
 app.command("evaluate")(learn_cmds.evaluate)
 app.add_typer(learn_cmds.policy_app, name="policy")
 app.add_typer(learn_cmds.logs_app, name="logs")
+app.add_typer(report_cmds.report_app, name="report")
+app.add_typer(report_cmds.decisions_app, name="decisions")
 app.command("daemon")(daemon_cmds.daemon)
 app.command("audit")(admin_cmds.audit)
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from orchestrator.cli.common import console, err_console, get_engine, new_app, parse_day, print_json
 from orchestrator.errors import InputError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from orchestrator.reports.uplift import UpliftReport
 
 report_app = new_app(
     "Reports: uplift per campaign, treatment and segment; the whole programme; sub-personas."
@@ -100,10 +106,11 @@ def uplift(
 ) -> None:
     """What each campaign added over its random control group, with 95% intervals.
 
-    Per row: customers in test and control, conversion rates, value per customer (revenue in
-    the measurement windows minus treatment cost), absolute and relative uplift, incremental
-    value (uplift × test customers), p-values and Benjamini-Hochberg q-values. Rows too small
-    to measure are shown and marked. Outcomes of closed windows are matured first.
+    Per row: customers and decisions in test and control, conversion rates, value per decision
+    (revenue in its measurement window minus treatment cost), absolute and relative uplift with
+    customers as clusters, incremental value (uplift × test decisions), p-values and
+    Benjamini-Hochberg q-values. Rows too small to measure are shown and marked. Outcomes of
+    closed windows are matured first.
     """
     from orchestrator.reports.uplift import uplift_report
 
@@ -139,19 +146,17 @@ def uplift(
         _uplift_visual(engine, report, fmt, out)
 
 
-def _uplift_visual(engine: object, report: object, fmt: str, out: str | None) -> None:
+def _uplift_visual(engine: sa.Engine, report: UpliftReport, fmt: str, out: str | None) -> None:
     from orchestrator.reports import html, plots
     from orchestrator.reports.personas import persona_report
     from orchestrator.reports.programme import programme_uplift
-    from orchestrator.reports.uplift import UpliftReport
 
-    assert isinstance(report, UpliftReport)
     programme, programme_note = None, None
     if report.campaign is None:
         try:
             with err_console.status("measuring the programme"):
                 programme = programme_uplift(
-                    engine,  # type: ignore[arg-type]
+                    engine,
                     as_of=report.as_of,
                     since=report.since,
                     until=report.until,
@@ -164,7 +169,7 @@ def _uplift_visual(engine: object, report: object, fmt: str, out: str | None) ->
         try:
             with err_console.status(f"finding the sub-personas of {target}"):
                 personas = persona_report(
-                    engine,  # type: ignore[arg-type]
+                    engine,
                     campaign=target,
                     treatment=report.treatment,
                     as_of=report.as_of,
@@ -194,16 +199,16 @@ def _uplift_visual(engine: object, report: object, fmt: str, out: str | None) ->
     _write_pngs(out, "uplift", figures)
 
 
-def _biggest_campaign(report: object) -> str | None:
-    rows = [r for r in getattr(report, "campaign_rows", []) if r.status == "ok"]
+def _biggest_campaign(report: UpliftReport) -> str | None:
+    rows = [r for r in report.campaign_rows if r.status == "ok"]
     if not rows:
         return None
     return max(rows, key=lambda r: r.n_test + r.n_control).campaign
 
 
-def _default_min_leaf(report: object, campaign: str) -> int:
+def _default_min_leaf(report: UpliftReport, campaign: str) -> int:
     """A leaf size that lets a small campaign split: 100, or 5% of its control customers."""
-    rows = [r for r in getattr(report, "campaign_rows", []) if r.campaign == campaign]
+    rows = [r for r in report.campaign_rows if r.campaign == campaign]
     control = sum(r.n_control for r in rows)
     return max(30, min(100, control // 20))
 
