@@ -16,6 +16,7 @@ from orchestrator.cli import (
     plan_cmds,
     report_cmds,
     run_cmds,
+    segments_cmds,
 )
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
 
@@ -70,6 +71,7 @@ app.command("learn")(learn_cmds.learn)
 app.command("evaluate")(learn_cmds.evaluate)
 app.add_typer(learn_cmds.policy_app, name="policy")
 app.add_typer(learn_cmds.logs_app, name="logs")
+app.add_typer(segments_cmds.segments_app, name="segments")
 app.add_typer(report_cmds.report_app, name="report")
 app.add_typer(report_cmds.decisions_app, name="decisions")
 app.command("daemon")(daemon_cmds.daemon)

@@ -51,7 +51,7 @@ def refresh(
     with progress_bar("segments", total=len(STEPS)) as update:
         result = refresh_segments(engine, as_of=day, config=config, progress=update)
     if as_json:
-        print_json({k: v for k, v in result.__dict__.items()})
+        print_json(result.__dict__)
         return
     seconds = sum(result.timings.values())
     changes = ", ".join(f"{k} {v:,}" for k, v in result.history_changes.items())
@@ -92,6 +92,30 @@ def _model_summary(model: dict[str, Any]) -> None:
         err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
 
 
+def _params_table(title: str, fit: dict[str, Any], names: tuple[str, ...]) -> None:
+    errors = fit.get("standard_errors") or {}
+    print_table(
+        title,
+        ["parameter", "value", "std. error"],
+        [(name, _num(fit[name]), _num(errors.get(name))) for name in names],
+        justify={"value": "right", "std. error": "right"},
+    )
+
+
+def _fit_line(fit: dict[str, Any], who: str) -> None:
+    converged = (
+        "converged" if fit["converged"] else f"[yellow]NOT converged[/yellow] ({fit['message']})"
+    )
+    console.print(
+        f"log-likelihood {fit['log_likelihood']:,.2f} on {fit['n_customers']:,} {who}; "
+        f"{converged} after {fit['iterations']} iterations"
+    )
+
+
+def _money(value: float | None) -> str:
+    return "unbounded (q <= 1)" if value is None else f"{value:,.2f}"
+
+
 def _num(value: Any, digits: int = 4) -> str:
     if value is None:
         return ""
@@ -117,20 +141,10 @@ def model(as_json: bool = JSON_OPT) -> None:
     )
     bg = stored.get("bgnbd")
     if bg:
-        print_table(
-            "BG/NBD",
-            ["parameter", "value"],
-            [
-                ("r", _num(bg["r"])),
-                ("alpha", _num(bg["alpha"])),
-                ("a", _num(bg["a"])),
-                ("b", _num(bg["b"])),
-                ("log-likelihood", f"{bg['log_likelihood']:,.2f}"),
-                ("customers", _num(bg["n_customers"])),
-                ("converged", "yes" if bg["converged"] else f"no: {bg['message']}"),
-                ("iterations", _num(bg["iterations"])),
-            ],
+        _params_table(
+            f"BG/NBD (rates per {stored['time_unit'][:-1]})", bg, ("r", "alpha", "a", "b")
         )
+        _fit_line(bg, "customers")
         print_table(
             "Customers by repeat purchases: observed vs expected",
             ["repeat purchases", "observed", "expected", "difference"],
@@ -147,20 +161,12 @@ def model(as_json: bool = JSON_OPT) -> None:
         )
     gg = stored.get("gamma_gamma")
     if gg:
-        print_table(
-            "Gamma-Gamma",
-            ["parameter", "value"],
-            [
-                ("p", _num(gg["p"])),
-                ("q", _num(gg["q"])),
-                ("v", _num(gg["v"])),
-                ("mean order value", _num(gg["population_mean_order_value"], 6)),
-                ("log-likelihood", f"{gg['log_likelihood']:,.2f}"),
-                ("repeat customers", _num(gg["n_customers"])),
-                ("converged", "yes" if gg["converged"] else f"no: {gg['message']}"),
-                ("iterations", _num(gg["iterations"])),
-                ("corr(frequency, value)", f"{gg['frequency_value_correlation']:+.3f}"),
-            ],
+        _params_table("Gamma-Gamma (order values)", gg, ("p", "q", "v"))
+        _fit_line(gg, "repeat customers")
+        console.print(
+            f"mean order value {_money(gg['population_mean_order_value'])}; correlation of "
+            f"frequency and order value {gg['frequency_value_correlation']:+.3f} "
+            "(the model assumes none)"
         )
     for note in stored.get("notes", []):
         err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
