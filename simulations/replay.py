@@ -142,7 +142,7 @@ def _events(engine: sa.Engine, rows: list[tuple[Any, ...]]) -> int:
 def _outcomes(engine: sa.Engine, day: date, rng: np.random.Generator) -> int:
     """Every customer's purchases on ``day``, given the treatments their open windows carry."""
     with engine.connect() as conn:
-        stages = dict(
+        stages: dict[str, str | None] = dict(
             conn.execute(
                 sa.text("SELECT customer_id, lifecycle_stage FROM customer_features")
             ).all()
