@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # The main job end to end on the example data: `make demo` runs this with .venv on PATH.
+# Safe to run again: every step is idempotent (or starts from a fresh simulation database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "database: ${ORCH_DATABASE_URL:-sqlite:///orch.db}"
+mkdir -p out
+echo "== database: ${ORCH_DATABASE_URL:-sqlite:///orch.db}"
 orch init
 orch plan validate examples/plan.yaml
 orch plan apply examples/plan.yaml
 orch customers import examples/customers.csv
 orch events import examples/events.csv
+orch segments refresh --as-of 2026-10-31
 orch campaigns list
-orch caps list
-orch exclusions list
+echo "== the daily run for 2026-11-01"
+orch run --date 2026-11-01
+orch explain C000042 --date 2026-11-01
+orch export --date 2026-11-01 --channel email out/sends-2026-11-01.csv
 orch audit
+echo "== learning and uplift on a simulated month (a shop whose true uplift is known)"
+rm -f out/simulation.db*
+python -m simulations.replay --database-url sqlite:///out/simulation.db --customers 2000 --days 21
+orch --database-url sqlite:///out/simulation.db policy list
+orch --database-url sqlite:///out/simulation.db report uplift --by lifecycle
+orch --database-url sqlite:///out/simulation.db report uplift --format html --out out/uplift.html
+echo "== open out/uplift.html in a browser; the send list is out/sends-2026-11-01.csv"

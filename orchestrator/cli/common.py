@@ -18,7 +18,8 @@ from rich.table import Table
 
 from orchestrator.config import Settings, get_settings
 
-console = Console(highlight=False)
+# Piped output (a log, a file) gets room for wide tables instead of rich's 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False)
 
 _state: dict[str, Any] = {"database_url": None, "debug": False}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,7 +104,11 @@ def detect_format(path: Path, fmt: str | None, label: str) -> str:
 
 
 def default_rejects_path(path: Path) -> Path:
-    """``<input stem>.rejects.csv`` next to the input (``events.csv.gz`` -> ``events.rejects.csv``)."""
+    """``<stem>.rejects.csv`` next to the input.
+
+    >>> default_rejects_path(Path("in/events.csv.gz")).as_posix()
+    'in/events.rejects.csv'
+    """
     name = path.name
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
@@ -160,7 +165,7 @@ def _open_text(path: Path) -> Iterator[IO[str]]:
 
 
 @contextmanager
-def _open_binary(path: Path) -> Iterator[IO[bytes]]:
+def _open_binary(path: Path) -> Iterator[io.BufferedIOBase]:
     if _is_gzip(path):
         with gzip.open(path, "rb") as f:
             yield f
@@ -174,10 +179,13 @@ def _open_binary(path: Path) -> Iterator[IO[bytes]]:
 
 def _read_csv(path: Path, label: str) -> Source:
     header = _csv_header(path, label)
-    invalid: list[str] = []
+    skipped = 0
 
     def on_invalid(row: pa_csv.InvalidRow) -> str:
-        invalid.append(row.text)
+        # Arrow cannot tell the line of a bad row when reading in threads: count them here,
+        # find them with the csv module afterwards.
+        nonlocal skipped
+        skipped += 1
         return "skip"
 
     try:
@@ -201,7 +209,7 @@ def _read_csv(path: Path, label: str) -> Source:
     table = pa.table([col.cast(pa.string()) for col in table.columns], names=table.column_names)
     source = Source(label=label, path=path, fmt="csv", table=table)
     ncols = len(header)
-    if invalid:
+    if skipped:
         good, bad = _scan_csv(path, ncols)
         source._lines = good if len(good) == table.num_rows else None
         source.malformed = [_malformed_csv(line, fields, header) for line, fields in bad]

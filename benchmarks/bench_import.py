@@ -1,0 +1,166 @@
+"""Benchmark the customer and event imports on SQLite and (optionally) PostgreSQL.
+
+Generates seeded CSV files (customers with five attribute columns; events in time order, keyed by
+content hash, with one extra column), imports each into a fresh database, then imports the events
+a second time (all duplicates). Each import runs in its own process so its peak RSS is its own.
+The machine should be otherwise idle: on a shared 2-core box, wall times vary twofold.
+
+    python benchmarks/bench_import.py --rows 1000000 --postgres-url postgresql://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.imports import import_customers, import_events  # noqa: E402
+from orchestrator.storage.db import init_schema, make_engine, normalize_url  # noqa: E402
+
+CITIES = ["Paris", "Lyon", "Marseille", "Lille", "Nantes", 'Saint-Denis, "93"', "Zürich"]
+TYPES = ["purchase", "purchase", "purchase", "visit", "refund"]
+CATEGORIES = ["shoes", "bags", "coats", "beauty", "home"]
+CHANNELS = ["web", "store", "app"]
+
+
+@dataclass
+class Result:
+    dataset: str
+    backend: str
+    rows: int
+    seconds: float
+    inserted: int
+    peak_rss_mib: float
+    cpu_seconds: float
+
+
+def generate(out: Path, rows: int, seed: int) -> None:
+    """Write ``customers.csv`` and ``events.csv`` of ``rows`` rows each."""
+    rng = np.random.default_rng(seed)
+    ids = np.char.add("C", np.char.zfill(np.arange(rows).astype(str), 8))
+    signup = np.datetime64("2015-01-01") + rng.integers(0, 3650, rows).astype("timedelta64[D]")
+    customers = pa.table(
+        {
+            "customer_id": ids,
+            "vip": np.where(rng.random(rows) < 0.1, "yes", "no"),
+            "score": np.round(rng.random(rows) * 100, 2).astype(str),
+            "signup": signup.astype(str),
+            "city": np.asarray(CITIES)[rng.integers(0, len(CITIES), rows)],
+            "newsletter": np.where(rng.random(rows) < 0.5, "true", ""),
+        }
+    )
+    start = np.datetime64("2023-01-01T00:00:00")
+    seconds = np.sort(rng.integers(0, 365 * 86400, rows)).astype("timedelta64[s]")
+    discount = np.where(rng.random(rows) < 0.2, np.round(rng.random(rows) * 10, 2).astype(str), "")
+    events = pa.table(
+        {
+            "customer_id": ids[rng.integers(0, rows, rows)],
+            "occurred_at": (start + seconds).astype(str),
+            "type": np.asarray(TYPES)[rng.integers(0, len(TYPES), rows)],
+            "amount": np.round(rng.gamma(2.0, 30.0, rows), 2).astype(str),
+            "discount": discount,
+            "category": np.asarray(CATEGORIES)[rng.integers(0, len(CATEGORIES), rows)],
+            "channel": np.asarray(CHANNELS)[rng.integers(0, len(CHANNELS), rows)],
+            "store_id": rng.integers(1, 400, rows).astype(str),
+        }
+    )
+    pa_csv.write_csv(customers, str(out / "customers.csv"))
+    pa_csv.write_csv(events, str(out / "events.csv"))
+
+
+def _schema_url(base: str, schema: str) -> str:
+    url = sa.make_url(normalize_url(base))
+    query = dict(url.query)
+    query["options"] = f"-csearch_path={schema}"
+    return url.set(query=query).render_as_string(hide_password=False)
+
+
+def _run(url: str, kind: str, path: str, queue: mp.Queue) -> None:
+    engine = make_engine(url)
+    run = import_customers if kind == "customers" else import_events
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    report = run(engine, path)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    engine.dispose()
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    queue.put((report.rows_read, report.seconds, report.inserted, after.ru_maxrss / 1024, cpu))
+
+
+def measure(url: str, dataset: str, backend: str, kind: str, path: Path) -> Result:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run, args=(url, kind, str(path), queue))
+    proc.start()
+    rows, seconds, inserted, peak, cpu = queue.get()
+    proc.join()
+    return Result(dataset, backend, rows, seconds, inserted, peak, cpu)
+
+
+def bench_backend(backend: str, url: str, customers: Path, events: Path) -> list[Result]:
+    init_schema(make_engine(url))
+    return [
+        measure(url, "customers", backend, "customers", customers),
+        measure(url, "events", backend, "events", events),
+        measure(url, "events again (duplicates)", backend, "events", events),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--postgres-url", default=os.environ.get("ORCH_TEST_POSTGRES_URL"))
+    parser.add_argument("--out", type=Path, default=None, help="keep files here (default: temp)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        # Generate in a child: Linux carries the peak RSS over fork+exec, so a big parent would
+        # inflate the figure of every import process it starts.
+        ctx = mp.get_context("spawn")
+        child = ctx.Process(target=generate, args=(out, args.rows, args.seed))
+        child.start()
+        child.join()
+        customers, events = out / "customers.csv", out / "events.csv"
+        db = out / "bench.db"
+        for leftover in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+            leftover.unlink(missing_ok=True)
+        results = bench_backend("sqlite", f"sqlite:///{db}", customers, events)
+        if args.postgres_url:
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            admin = make_engine(args.postgres_url)
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            try:
+                url = _schema_url(args.postgres_url, schema)
+                results += bench_backend("postgresql", url, customers, events)
+            finally:
+                with admin.begin() as conn:
+                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+                admin.dispose()
+    header = f"{'dataset':<28}{'backend':<12}{'rows':>10}{'inserted':>10}{'seconds':>9}"
+    print(header + f"{'rows/s':>10}{'peak RSS MiB':>14}{'client CPU s':>14}")
+    for r in results:
+        print(
+            f"{r.dataset:<28}{r.backend:<12}{r.rows:>10}{r.inserted:>10}{r.seconds:>9.2f}"
+            f"{r.rows / r.seconds:>10,.0f}{r.peak_rss_mib:>14,.0f}{r.cpu_seconds:>14.2f}"
+        )
+    print("client CPU: the import call in its process; wall time also counts the server's work")
+
+
+if __name__ == "__main__":
+    main()
