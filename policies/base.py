@@ -6,6 +6,7 @@ Shapes: ``n`` customers, ``A`` actions, ``d`` customer features, ``k`` action fe
 
 from __future__ import annotations
 
+import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -133,6 +134,29 @@ class Policy(ABC):
                 f"understands ({self.state_version}): upgrade orch"
             )
         self._load_payload(state[12 + size :])
+
+
+def pack_arrays(meta: dict[str, Any], arrays: Sequence[np.ndarray]) -> bytes:
+    """Learned state as bytes: a JSON header, then numpy arrays (no pickle).
+
+    >>> meta, arrays = unpack_arrays(pack_arrays({"n": 2}, [np.arange(3)]), 1)
+    >>> meta, arrays[0].tolist()
+    ({'n': 2}, [0, 1, 2])
+    """
+    out = io.BytesIO()
+    head = json.dumps(meta).encode()
+    out.write(len(head).to_bytes(4, "big") + head)
+    for array in arrays:
+        np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def unpack_arrays(payload: bytes, count: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Read back what ``pack_arrays`` wrote: the header and ``count`` arrays."""
+    size = int.from_bytes(payload[:4], "big")
+    meta = json.loads(payload[4 : 4 + size])
+    stream = io.BytesIO(payload[4 + size :])
+    return meta, [np.load(stream, allow_pickle=False) for _ in range(count)]
 
 
 def sample_rows(

@@ -31,14 +31,12 @@ not their position in the day's action list.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from policies.base import Policy, check_batch, check_log
+from policies.base import Policy, check_batch, check_log, pack_arrays, unpack_arrays
 
 _NONE = "(none)"
 _GLOBAL = "(all)"
@@ -222,21 +220,10 @@ class EpsilonGreedy(Policy):
     # --- state -------------------------------------------------------------------------------
 
     def _state_payload(self) -> bytes:
-        meta = {"segments": self._segments}
-        out = io.BytesIO()
-        head = json.dumps(meta).encode()
-        out.write(len(head).to_bytes(4, "big") + head)
-        for array in (self._actions, self._count, self._total):
-            np.save(out, array, allow_pickle=False)
-        return out.getvalue()
+        return pack_arrays({"segments": self._segments}, (self._actions, self._count, self._total))
 
     def _load_payload(self, payload: bytes) -> None:
-        size = int.from_bytes(payload[:4], "big")
-        meta = json.loads(payload[4 : 4 + size])
-        stream = io.BytesIO(payload[4 + size :])
-        self._actions, self._count, self._total = (
-            np.load(stream, allow_pickle=False) for _ in range(3)
-        )
+        meta, (self._actions, self._count, self._total) = unpack_arrays(payload, 3)
         self._segments = list(meta["segments"])
 
     def _check(

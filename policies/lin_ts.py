@@ -41,14 +41,20 @@ and the first eligible of them takes the draws, as ``argmax`` would.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from policies.base import Choice, Policy, check_batch, check_log, sample_rows
+from policies.base import (
+    Choice,
+    Policy,
+    check_batch,
+    check_log,
+    pack_arrays,
+    sample_rows,
+    unpack_arrays,
+)
 
 _DTYPES = ("float32", "float64")
 _DRAW_PER = ("customer", "batch")
@@ -395,18 +401,10 @@ class LinearTS(Policy):
             "sum_r2": self._sum_r2,
             "n_updates": self._n_updates,
         }
-        out = io.BytesIO()
-        head = json.dumps(meta).encode()
-        out.write(len(head).to_bytes(4, "big") + head)
-        for array in (self._keys, self._gram, self._xr):
-            np.save(out, array, allow_pickle=False)
-        return out.getvalue()
+        return pack_arrays(meta, (self._keys, self._gram, self._xr))
 
     def _load_payload(self, payload: bytes) -> None:
-        size = int.from_bytes(payload[:4], "big")
-        meta = json.loads(payload[4 : 4 + size])
-        stream = io.BytesIO(payload[4 + size :])
-        keys, gram, xr = (np.load(stream, allow_pickle=False) for _ in range(3))
+        meta, (keys, gram, xr) = unpack_arrays(payload, 3)
         self._keys, self._gram, self._xr = keys, gram, xr
         self._names = tuple(meta["names"]) if meta["names"] is not None else None
         self._sum_r, self._sum_r2 = float(meta["sum_r"]), float(meta["sum_r2"])
