@@ -104,7 +104,8 @@ def load_logged(
     matured_after: datetime | None = None,
 ) -> list[LoggedDay]:
     """Matured decisions (with logged contexts) in the period, grouped by run date."""
-    where = ["1 = 1"]
+    # Only dates whose contexts were logged can be replayed (imported decisions have none).
+    where = ["EXISTS (SELECT 1 FROM decision_context c WHERE c.run_date = d.run_date)"]
     params: dict[str, object] = {}
     if since is not None:
         where.append("d.run_date >= :since")
