@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -37,6 +38,27 @@ def _show(kind: str, report: Any, as_json: bool) -> None:
         console.print(f"[yellow]rejected rows with reasons:[/yellow] {report.rejects_path}")
 
 
+def _import(
+    kind: str,
+    use_case: Callable[..., Any],
+    file: str,
+    fmt: str | None,
+    skip_invalid: bool,
+    rejects: str | None,
+    as_json: bool,
+) -> None:
+    with progress_bar(kind) as update:
+        report = use_case(
+            get_engine(),
+            file,
+            fmt=fmt,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects,
+            progress=update,
+        )
+    _show(kind, report, as_json)
+
+
 @customers_app.command("import")
 def customers_import(
     file: str = typer.Argument(..., help="CSV, Parquet or JSONL with customer_id + attributes."),
@@ -48,16 +70,7 @@ def customers_import(
     """Insert or update customers; attributes are merged, an empty cell clears one."""
     from orchestrator.imports import import_customers
 
-    with progress_bar("customers") as update:
-        report = import_customers(
-            get_engine(),
-            file,
-            fmt=fmt,
-            skip_invalid=skip_invalid,
-            rejects_path=rejects,
-            progress=update,
-        )
-    _show("customers", report, as_json)
+    _import("customers", import_customers, file, fmt, skip_invalid, rejects, as_json)
 
 
 @events_app.command("import")
@@ -73,13 +86,4 @@ def events_import(
     """Add events; importing the same file again adds nothing (keyed on event_id or content)."""
     from orchestrator.imports import import_events
 
-    with progress_bar("events") as update:
-        report = import_events(
-            get_engine(),
-            file,
-            fmt=fmt,
-            skip_invalid=skip_invalid,
-            rejects_path=rejects,
-            progress=update,
-        )
-    _show("events", report, as_json)
+    _import("events", import_events, file, fmt, skip_invalid, rejects, as_json)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.learning import versions
-from orchestrator.learning.logged import LoggedDay, align, load_logged
+from orchestrator.learning.logged import LoggedDay, align, evaluation_days, load_logged
 from orchestrator.measure.ope import estimate_policy_value
 from orchestrator.plan import Plan
 from orchestrator.storage.db import require_schema, session_scope
@@ -179,8 +179,7 @@ def evaluate(
         holdout_fraction=plan.settings.policy.evaluation_holdout,
         since=since,
     )
-    holdout = [d.subset(d.holdout & d.by_policy) for d in days]
-    holdout = [d for d in holdout if d.n]
+    holdout = evaluation_days(days)
     if not holdout:
         from orchestrator.errors import InputError
 

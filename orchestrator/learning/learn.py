@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.learning import versions
 from orchestrator.learning.evaluate import evaluate_days
-from orchestrator.learning.logged import LoggedDay, align, load_logged
+from orchestrator.learning.logged import LoggedDay, align, evaluation_days, keep, load_logged
 from orchestrator.plan import Plan
 from orchestrator.rewards import MaturationReport, mature_rewards
 from orchestrator.storage.db import require_schema, session_scope
@@ -156,12 +156,11 @@ def _step(
         holdout_fraction=plan.settings.policy.evaluation_holdout,
         matured_after=base.trained_until if base else None,
     )
-    train = [d.subset(~d.holdout) for d in days]
-    train = [d for d in train if d.n]
     if status == "candidate":
         # The candidate learns from the decisions a policy made; an apprentice from all of them.
-        train = [d.subset(d.by_policy) for d in train]
-        train = [d for d in train if d.n]
+        train = keep(days, lambda d: ~d.holdout & d.by_policy)
+    else:
+        train = keep(days, lambda d: ~d.holdout)
     if not train:
         if report is not None:
             report.decision = "no new matured decisions to learn from"
@@ -207,11 +206,7 @@ def _gate(
         holdout_fraction=plan.settings.policy.evaluation_holdout,
         until=as_of,
     )
-    holdout = [d.subset(d.holdout & d.by_policy) for d in days]
-    holdout = [d for d in holdout if d.n]
-    if holdout:  # the latest `eval_days` run dates with matured outcomes
-        newest = max(d.run_date for d in holdout)
-        holdout = [d for d in holdout if (newest - d.run_date).days < eval_days]
+    holdout = evaluation_days(days, latest=eval_days)
     if not holdout:
         report.decision = "no holdout decisions to evaluate on yet: candidate kept, not promoted"
         return

@@ -8,7 +8,7 @@ in the evaluation holdout (a stable hash: never trained on, only evaluated).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -70,6 +70,21 @@ class LoggedDay:
             self.holdout[idx],
             self.matured_at[idx],
         )
+
+
+def keep(days: Sequence[LoggedDay], mask_of: Callable[[LoggedDay], np.ndarray]) -> list[LoggedDay]:
+    """Each day restricted to ``mask_of(day)``; days left empty are dropped."""
+    return [sub for sub in (d.subset(mask_of(d)) for d in days) if sub.n]
+
+
+def evaluation_days(days: Sequence[LoggedDay], *, latest: int | None = None) -> list[LoggedDay]:
+    """The holdout's decisions that the policy chose (not manual priorities), optionally only
+    the ``latest`` run dates among them: what off-policy estimates are computed on."""
+    held = keep(days, lambda d: d.holdout & d.by_policy)
+    if held and latest is not None:
+        newest = max(d.run_date for d in held)
+        held = [d for d in held if (newest - d.run_date).days < latest]
+    return held
 
 
 def in_holdout(customer_ids: Sequence[str], salt: str, fraction: float) -> np.ndarray:
