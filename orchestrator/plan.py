@@ -109,6 +109,13 @@ class PolicySettings(_Strict):
     apprentice: str | None = Field(
         default=None, description="A policy that learns from every decision without acting."
     )
+    cold_start_explore: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Until a version of a learning policy is active: the share of customers it "
+        "explores on (uniformly); the others get 'send nothing'. 1 explores on everyone.",
+    )
 
 
 class PlanSettings(_Strict):

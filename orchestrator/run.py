@@ -38,7 +38,12 @@ from orchestrator.engine.decide import (
     decide_batch,
 )
 from orchestrator.engine.hashing import customer_keys
-from orchestrator.engine.history import lookback_days
+from orchestrator.engine.history import (
+    contact_feature_names,
+    contact_features,
+    is_contact,
+    lookback_days,
+)
 from orchestrator.errors import InputError, PlanError, RuleError, RunInProgress
 from orchestrator.features import rule_schema
 from orchestrator.learning import versions
@@ -63,6 +68,7 @@ from orchestrator.storage.run_repo import (
     load_history,
 )
 from policies import POLICIES, Policy
+from policies.cold_start import ColdStart
 
 STALE_AFTER = timedelta(minutes=15)
 Progress = Callable[[int, int | None], None]
@@ -116,11 +122,16 @@ def prepare(session: Session, day: date) -> Prepared:
             rules.append(Rule.compile(camp.target, schema))
         except RuleError as exc:
             raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
-    # Contexts are built and logged whatever the policy: learners replay them later.
-    names = context_names(schema)
-    policy, version_id, policy_names = _load_policy(session, plan, names)
+    # Contexts are built and logged whatever the policy: learners replay them later. The
+    # customer's recent contacts are part of them, so a policy can learn that one more message
+    # hurts.
+    channels = sorted({c.channel for c in plan.campaigns})
+    names = context_names(schema) + contact_feature_names(channels)
+    policy, version_id, policy_names = _load_policy(session, plan, names, actions)
     apprentice, apprentice_names = _load_apprentice(session, plan, names)
-    needed = frozenset().union(*(r.fields for r in rules), context_fields(names))
+    needed = frozenset().union(
+        *(r.fields for r in rules), context_fields([n for n in names if not is_contact(n)])
+    )
     setup = RunSetup(
         day=day,
         actions=actions,
@@ -146,9 +157,10 @@ def prepare(session: Session, day: date) -> Prepared:
 
 
 def _load_policy(
-    session: Session, plan: Plan, names: tuple[str, ...]
+    session: Session, plan: Plan, names: tuple[str, ...], actions: ActionSet
 ) -> tuple[Policy, int | None, tuple[str, ...] | None]:
-    """The active version of the plan's policy, or the policy untrained when none is active."""
+    """The active version of the plan's policy; when none is active, a learning policy's cold
+    start (``policies.cold_start``), or the policy untrained."""
     spec = plan.settings.policy
     version = session.exec(
         select(PolicyVersion)
@@ -165,6 +177,10 @@ def _load_policy(
         )
     except InputError as exc:
         raise PlanError(f"settings.policy: {exc}") from None
+    if policy.learns and spec.cold_start_explore < 1.0 and actions.no_send is not None:
+        policy = ColdStart(
+            explore=spec.cold_start_explore, no_send=actions.features[actions.no_send]
+        )
     return policy, None, None
 
 
@@ -196,7 +212,12 @@ def decide_raw(
     columns = build_columns(
         raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day
     )
-    contexts = context_matrix(columns, prepared.context_names, len(raw))
+    names = prepared.context_names
+    own = [j for j, name in enumerate(names) if not is_contact(name)]
+    contexts = np.empty((len(raw), len(names)), dtype=np.float32)
+    contexts[:, own] = context_matrix(columns, [names[j] for j in own], len(raw))
+    contact = [j for j, name in enumerate(names) if is_contact(name)]
+    contexts[:, contact] = contact_features(history, len(raw), [names[j] for j in contact])
     keys = customer_keys(raw.ids, prepared.plan.settings.salt)
     view = contexts
     if prepared.policy_names is not None:

@@ -42,6 +42,7 @@ class Policy(ABC):
     name: ClassVar[str]
     state_version: ClassVar[int] = 1
     uses_context: ClassVar[bool] = True  # False: the run skips building contexts
+    learns: ClassVar[bool] = True  # False: ``update`` learns nothing (no cold start needed)
 
     @abstractmethod
     def action_dist(

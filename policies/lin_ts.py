@@ -14,6 +14,11 @@ Learning keeps sufficient statistics in raw units, one group per distinct action
 re-solved lazily on the next scoring call, standardization included, because standardizing is
 an affine map of raw statistics.
 
+Forgetting. Tastes drift, so old evidence should count less: every ``update`` first multiplies
+the statistics by ``0.5 ** (1 / half_life)``, so a batch of decisions weighs half as much
+``half_life`` updates later (the learning loop updates once per matured run date, so that is a
+half-life in days). ``half_life=None`` never forgets.
+
 Propensities. Thompson sampling picks the argmax of one posterior draw; the probability of each
 action has no closed form. The policy therefore *is* its Monte Carlo estimate: after each update
 it fixes ``n_draws`` posterior draws (antithetic pairs, from a generator seeded by ``seed`` and
@@ -68,7 +73,8 @@ class LinearTS(Policy):
     spread; ``n_draws`` posterior draws define ``action_dist`` (see the module docstring);
     ``epsilon`` share of uniform exploration over the eligible actions (keeps every eligible
     action's propensity positive for off-policy evaluation); ``draw_per`` ``"customer"`` or
-    ``"batch"``; ``dtype`` of the scoring arithmetic; ``seed`` of the posterior draws;
+    ``"batch"``; ``half_life`` updates after which old statistics weigh half (None: never
+    forget); ``dtype`` of the scoring arithmetic; ``seed`` of the posterior draws;
     ``chunk_rows`` rows scored at a time (None: as many as keep ``chunk_rows × n_draws × A``
     scores near 2 MB, which stays in cache).
     """
@@ -84,6 +90,7 @@ class LinearTS(Policy):
         n_draws: int = 16,
         epsilon: float = 0.05,
         draw_per: str = "customer",
+        half_life: float | None = 14.0,
         dtype: str = "float32",
         seed: int = 0,
         chunk_rows: int | None = None,
@@ -98,6 +105,8 @@ class LinearTS(Policy):
             raise ValueError(f"lints: epsilon must be in [0, 1], got {epsilon}")
         if draw_per not in _DRAW_PER:
             raise ValueError(f"lints: draw_per must be one of {_DRAW_PER}, got {draw_per!r}")
+        if half_life is not None and half_life <= 0:
+            raise ValueError(f"lints: half_life must be > 0 (or None), got {half_life}")
         if dtype not in _DTYPES:
             raise ValueError(f"lints: dtype must be one of {_DTYPES}, got {dtype!r}")
         if chunk_rows is not None and chunk_rows < 1:
@@ -107,6 +116,7 @@ class LinearTS(Policy):
         self.n_draws = int(n_draws)
         self.epsilon = float(epsilon)
         self.draw_per = draw_per
+        self.half_life = None if half_life is None else float(half_life)
         self.dtype = dtype
         self.seed = int(seed)
         self.chunk_rows = None if chunk_rows is None else int(chunk_rows)
@@ -127,6 +137,7 @@ class LinearTS(Policy):
             "n_draws": self.n_draws,
             "epsilon": self.epsilon,
             "draw_per": self.draw_per,
+            "half_life": self.half_life,
             "dtype": self.dtype,
             "seed": self.seed,
             "chunk_rows": self.chunk_rows,
@@ -341,6 +352,12 @@ class LinearTS(Policy):
             self._keys = np.zeros((0, k))
             self._gram = np.zeros((0, d + 1, d + 1))
             self._xr = np.zeros((0, d + 1))
+        if self.half_life is not None and len(self._keys):
+            keep = 0.5 ** (1.0 / self.half_life)
+            self._gram *= keep
+            self._xr *= keep
+            self._sum_r *= keep
+            self._sum_r2 *= keep
         xt = np.empty((len(x), d + 1))
         xt[:, 0] = 1.0
         xt[:, 1:] = x
@@ -552,8 +569,11 @@ class _Groups:
 
 def _standardizer(mean: np.ndarray, second_moment: np.ndarray) -> np.ndarray:
     """``T`` with ``T @ [1, v] = [1, (v - mean) / sd]`` (``sd`` 1 where a column is constant)."""
-    sd = np.sqrt(np.maximum(second_moment - mean**2, 0.0))
-    sd = np.where(sd > 1e-12 * np.maximum(np.abs(mean), 1.0), sd, 1.0)
+    var = np.maximum(second_moment - mean**2, 0.0)
+    # The variance comes from raw moments: for a constant column it is round-off of order
+    # 1e-16 × mean², which 1 / sd would blow up. Below a relative 1e-10 a column is constant.
+    constant = var <= 1e-10 * np.maximum(mean**2, 1.0)
+    sd = np.where(constant, 1.0, np.sqrt(var))
     t = np.zeros((len(mean) + 1, len(mean) + 1))
     t[0, 0] = 1.0
     t[1:, 0] = -mean / sd

@@ -18,6 +18,7 @@ class UniformPolicy(Policy):
 
     name = "uniform"
     uses_context = False
+    learns = False
 
     def action_dist(
         self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray

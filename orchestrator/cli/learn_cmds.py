@@ -60,6 +60,11 @@ def learn(
                 for k, v in report.estimates.items()
             ],
         )
+    if report.difference:
+        console.print(
+            f"paired DR difference, candidate - {report.difference['reference']} "
+            f"(incremental value per decision): {_fmt(report.difference)}"
+        )
     console.print(report.decision)
     if report.apprentice_id is not None:
         console.print(f"apprentice updated: v{report.apprentice_id}")
@@ -124,7 +129,9 @@ def policy_list(as_json: bool = JSON_OPT) -> None:
 
 def _version_dict(v: Any) -> dict[str, Any]:
     snips = ""
-    if v.ope and "candidate" in v.ope:
+    if v.ope and "difference" in v.ope:
+        snips = _fmt(v.ope["difference"])
+    elif v.ope and "candidate" in v.ope:
         snips = _fmt(v.ope["candidate"]["snips"])
     return {
         "id": v.id,
@@ -163,8 +170,15 @@ def policy_show(
         print_table(
             "Estimates when it was trained",
             ["policy", "ips", "snips", "dr"],
-            [(k, *(_fmt(v[e]) for e in ("ips", "snips", "dr"))) for k, v in data["ope"].items()],
+            [
+                (k, *(_fmt(v[e]) for e in ("ips", "snips", "dr")))
+                for k, v in data["ope"].items()
+                if k != "difference"
+            ],
         )
+        diff = data["ope"].get("difference")
+        if diff:
+            console.print(f"paired DR difference, candidate - {diff['reference']}: {_fmt(diff)}")
 
 
 @policy_app.command("promote")

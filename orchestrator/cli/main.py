@@ -17,6 +17,7 @@ from orchestrator.cli import (
     report_cmds,
     run_cmds,
     segments_cmds,
+    simulate_cmds,
 )
 from orchestrator.cli.common import console, err_console, get_engine, new_app, set_database_url
 
@@ -76,6 +77,8 @@ app.add_typer(report_cmds.report_app, name="report")
 app.add_typer(report_cmds.decisions_app, name="decisions")
 app.command("daemon")(daemon_cmds.daemon)
 app.command("audit")(admin_cmds.audit)
+app.command("simulate")(simulate_cmds.simulate)
+app.command("scenarios")(simulate_cmds.list_scenarios)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -145,7 +145,7 @@ def lookback_days(
     max_window: int,
 ) -> int:
     """How many days of history the blocks of a run can need."""
-    spans = [max_window, 1]
+    spans = [max_window, 1, CONTACT_LOOKBACK]
     spans += [c.per_days for c in caps]
     spans += [x.days for x in exclusions]
     spans += [int(d) for d in actions.cooldown_days]
@@ -220,3 +220,52 @@ def exclusion_blocks(
         hit = history.sent & (history.campaign == source) & (history.age < x.days)
         blocked[history.row[hit], target] = True
     return blocked
+
+
+# --- contact fatigue: what every policy sees of a customer's recent contacts -----------------
+
+CONTACT_WINDOWS = (7, 30)  # contacts counted over these many past days
+CONTACT_LOOKBACK = max(CONTACT_WINDOWS)
+CONTACT_PREFIX = "contacts."
+
+
+def contact_feature_names(channels: Sequence[str]) -> tuple[str, ...]:
+    """Context names of the contact-history features, for the plan's ``channels``.
+
+    >>> contact_feature_names(["sms", "email"])
+    ('contacts.7d', 'contacts.30d', 'contacts.days_since', 'contacts.7d.email', 'contacts.7d.sms')
+    """
+    names = [f"{CONTACT_PREFIX}{w}d" for w in CONTACT_WINDOWS]
+    names.append(f"{CONTACT_PREFIX}days_since")
+    names += [f"{CONTACT_PREFIX}{CONTACT_WINDOWS[0]}d.{ch}" for ch in sorted(channels)]
+    return tuple(names)
+
+
+def is_contact(name: str) -> bool:
+    """Whether a context name is a contact-history feature (built from history, not columns)."""
+    return name.startswith(CONTACT_PREFIX)
+
+
+def contact_features(history: History, n: int, names: Sequence[str]) -> np.ndarray:
+    """``(n, len(names))`` float32: contacts (test-group sends) in the last 7 and 30 days,
+    days since the last contact (``CONTACT_LOOKBACK`` when none is known), and contacts in the
+    last 7 days per channel, for the ``contact_feature_names`` given.
+
+    The history must reach back ``CONTACT_LOOKBACK`` days (``lookback_days`` makes sure)."""
+    out = np.zeros((n, len(names)), dtype=np.float32)
+    sent = history.sent
+    for j, name in enumerate(names):
+        rest = name.removeprefix(CONTACT_PREFIX)
+        if rest == "days_since":
+            since = np.full(n, CONTACT_LOOKBACK, dtype=np.int64)
+            np.minimum.at(since, history.row[sent], history.age[sent])
+            out[:, j] = since
+            continue
+        span, _, channel = rest.partition(".")
+        recent = sent & (history.age < int(span.removesuffix("d")))
+        if channel:
+            if channel not in history.channel_vocab:
+                continue
+            recent &= history.channel == history.channel_vocab.index(channel)
+        out[:, j] = np.bincount(history.row[recent], minlength=n)
+    return out

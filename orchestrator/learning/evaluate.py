@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.learning import versions
 from orchestrator.learning.logged import LoggedDay, align, evaluation_days, load_logged
-from orchestrator.measure.ope import estimate_policy_value
+from orchestrator.measure.ope import estimate_policy_value, fit_estimated_rewards
 from orchestrator.plan import Plan
 from orchestrator.storage.db import require_schema, session_scope
 from orchestrator.storage.plan_repo import read_plan
@@ -32,42 +32,66 @@ ESTIMATORS = ("ips", "snips", "dr")
 
 @dataclass(frozen=True)
 class Stacked:
-    """All days' decisions in one table, actions padded to the widest date."""
+    """All days' decisions in one table over the union of their action labels.
 
+    ``labels (L,)``; ``reward (n,)``; ``action (n,)`` index into ``labels``; ``pscore (n,)`` the
+    logging policy's probability of it; ``estimated (n, L)`` a cross-fitted reward model for DR
+    (a ridge regression on the context per label); ``clusters (n,)`` customer codes, so
+    intervals allow for one customer's decisions being correlated.
+    """
+
+    labels: list[str]
     reward: np.ndarray
     action: np.ndarray
     pscore: np.ndarray
-    estimated: np.ndarray  # (n, A) reward model for DR
+    estimated: np.ndarray
+    clusters: np.ndarray
+    columns: list[np.ndarray]  # per day: (A_day,) the column of each of its labels
 
     @property
     def n(self) -> int:
         return len(self.reward)
 
+    @property
+    def width(self) -> int:
+        return len(self.labels)
 
-def _stack(days: Sequence[LoggedDay]) -> tuple[Stacked, int]:
-    width = max(len(d.labels) for d in days)
-    reward = np.concatenate([d.reward for d in days])
-    action = np.concatenate([d.action for d in days])
+
+def stack(days: Sequence[LoggedDay], rewards: Sequence[np.ndarray] | None = None) -> Stacked:
+    """Stack ``days`` (with ``rewards`` per day in place of the logged ones, if given)."""
+    labels: list[str] = []
+    index: dict[str, int] = {}
+    columns = []
+    for d in days:
+        columns.append(np.array([index.setdefault(lb, len(index)) for lb in d.labels]))
+    labels = list(index)
+    reward = np.concatenate(list(rewards) if rewards is not None else [d.reward for d in days])
+    action = np.concatenate([cols[d.action] for d, cols in zip(days, columns, strict=True)])
     pscore = np.concatenate([d.policy_prob for d in days])
-    # A simple reward model for DR: the mean reward of each action label (overall mean if unseen).
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for d in days:
-        for a, r in zip(d.action.tolist(), d.reward.tolist(), strict=True):
-            sums[d.labels[a]] = sums.get(d.labels[a], 0.0) + r
-            counts[d.labels[a]] = counts.get(d.labels[a], 0) + 1
-    overall = float(reward.mean())
-    estimated = np.full((len(reward), width), overall)
+    names = days[-1].names
+    contexts = np.vstack([align(d.contexts, d.names, names) for d in days])
+    estimated = fit_estimated_rewards(contexts, action, reward, len(labels), n_folds=2)
+    _, clusters = np.unique(
+        np.concatenate([np.asarray(d.customer_ids) for d in days]), return_inverse=True
+    )
+    return Stacked(labels, reward, action, pscore, estimated, clusters.ravel(), columns)
+
+
+def policy_dist(
+    stacked: Stacked, days: Sequence[LoggedDay], policy: Policy, names: Sequence[str] | None
+) -> np.ndarray:
+    """``(n, L)`` the policy's distribution over each stacked decision's eligible actions."""
+    if names is not None:
+        policy.set_feature_names(list(names))
+    out = np.zeros((stacked.n, stacked.width))
     row = 0
-    for d in days:
-        means = [sums[lb] / counts[lb] if lb in counts else overall for lb in d.labels]
-        estimated[row : row + d.n, : len(means)] = means
+    for d, cols in zip(days, stacked.columns, strict=True):
+        dist = policy.action_dist(
+            align(d.contexts, d.names, names or d.names), d.action_features, d.eligible
+        )
+        out[row : row + d.n, cols] = dist
         row += d.n
-    return Stacked(reward, action, pscore, estimated), width
-
-
-def _pad(dists: list[np.ndarray], width: int) -> np.ndarray:
-    return np.vstack([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in dists])
+    return out
 
 
 def static_ranking_dist(day: LoggedDay, plan: Plan) -> np.ndarray:
@@ -100,32 +124,41 @@ def evaluate_days(
     names: Mapping[str, list[str]],
     *,
     plan: Plan | None = None,
+    rewards: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Estimates per contender: each policy, ``logged`` and (with a plan) ``static_ranking``."""
-    stacked, width = _stack(days)
-    results: dict[str, dict[str, Any]] = {}
-    for label, policy in policies.items():
-        if label in names:
-            policy.set_feature_names(names[label])
-        dists = [
-            policy.action_dist(
-                align(d.contexts, d.names, names.get(label, d.names)),
-                d.action_features,
-                d.eligible,
-            )
-            for d in days
-        ]
-        results[label] = _estimate(stacked, _pad(dists, width))
+    stacked = stack(days, rewards)
+    dists = {
+        label: policy_dist(stacked, days, policy, names.get(label))
+        for label, policy in policies.items()
+    }
+    return estimates_of(stacked, days, dists, plan=plan)
+
+
+def estimates_of(
+    stacked: Stacked,
+    days: Sequence[LoggedDay],
+    dists: Mapping[str, np.ndarray],
+    *,
+    plan: Plan | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``ips``, ``snips`` and ``dr`` of each distribution in ``dists`` (and the baselines)."""
+    results: dict[str, dict[str, Any]] = {
+        label: _estimate(stacked, dist) for label, dist in dists.items()
+    }
     if plan is not None:
-        results["static_ranking"] = _estimate(
-            stacked, _pad([static_ranking_dist(d, plan) for d in days], width)
-        )
-    logged = np.zeros((stacked.n, width))
+        static = np.zeros((stacked.n, stacked.width))
+        row = 0
+        for d, cols in zip(days, stacked.columns, strict=True):
+            static[row : row + d.n, cols] = static_ranking_dist(d, plan)
+            row += d.n
+        results["static_ranking"] = _estimate(stacked, static)
+    logged = np.zeros((stacked.n, stacked.width))
     logged[np.arange(stacked.n), stacked.action] = 1.0
-    results["logged"] = estimate_policy_value(
+    on_policy = estimate_policy_value(
         stacked.reward, stacked.action, np.ones(stacked.n), logged, estimators=("ips",)
-    )
-    results["logged"] = {e: results["logged"]["ips"] for e in ESTIMATORS}
+    )["ips"]
+    results["logged"] = {e: on_policy for e in ESTIMATORS}
     return results
 
 

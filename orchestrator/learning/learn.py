@@ -9,9 +9,10 @@ promoted when the plan's rule says so.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,16 +20,28 @@ import sqlalchemy as sa
 
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.learning import versions
-from orchestrator.learning.evaluate import evaluate_days
-from orchestrator.learning.logged import LoggedDay, align, evaluation_days, keep, load_logged
+from orchestrator.learning.baseline import Baseline, baseline_from_days
+from orchestrator.learning.evaluate import estimates_of, policy_dist, stack
+from orchestrator.learning.logged import (
+    LoggedDay,
+    align,
+    evaluation_days,
+    keep,
+    latest_matured_run_date,
+    load_logged,
+)
+from orchestrator.measure.ope import paired_difference
 from orchestrator.plan import Plan
 from orchestrator.rewards import MaturationReport, mature_rewards
 from orchestrator.storage.db import require_schema, session_scope
 from orchestrator.storage.models import PolicyVersion
 from orchestrator.storage.plan_repo import read_plan
-from policies import Policy
+from policies import POLICIES, Policy
 
-PRIMARY_ESTIMATOR = "snips"
+
+def policy_args(kind: str) -> set[str]:
+    """The constructor arguments of policy ``kind``."""
+    return set(inspect.signature(POLICIES[kind]).parameters) if kind in POLICIES else set()
 
 
 @dataclass
@@ -41,18 +54,25 @@ class LearnReport:
     promoted: bool = False
     decision: str = ""
     estimates: dict[str, Any] = field(default_factory=dict)
+    difference: dict[str, Any] = field(default_factory=dict)  # paired: candidate - reference
     apprentice_id: int | None = None
     seconds: float = 0.0
 
 
 def training_arrays(
-    days: list[LoggedDay], names: list[str], *, map_control_to_no_send: bool = True
+    days: list[LoggedDay],
+    names: list[str],
+    *,
+    baseline: Baseline | None = None,
+    map_control_to_no_send: bool = True,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per day: (contexts aligned to ``names``, action features, actions, rewards, propensities).
 
-    A control-group decision observed the no-contact outcome: where the date had a "send
-    nothing" action it is learned as that action (so a policy can learn that for some customers
-    a discount only costs margin); otherwise it is left out.
+    Rewards are incremental over the no-contact ``baseline`` when one is given (see
+    ``orchestrator.learning.baseline``). A control-group decision observed the no-contact
+    outcome: where the date had a "send nothing" action it is learned as that action (so a
+    policy can learn that for some customers a discount only costs margin); otherwise it is
+    left out.
     """
     out = []
     for day in days:
@@ -65,24 +85,42 @@ def training_arrays(
                 keep &= ~day.control
         if not keep.any():
             continue
+        reward = baseline.incremental(day) if baseline is not None else day.reward
         out.append(
             (
                 align(day.contexts[keep], day.names, names),
                 day.action_features,
                 action[keep],
-                day.reward[keep],
+                reward[keep],
                 day.propensity[keep],
             )
         )
     return out
 
 
-def _train(policy: Policy, days: list[LoggedDay], names: list[str]) -> int:
-    n = 0
-    for contexts, action_features, actions, rewards, props in training_arrays(days, names):
-        policy.update(contexts, action_features, actions, rewards, props)
-        n += len(actions)
-    return n
+def _train(
+    policy: Policy, days: list[LoggedDay], names: list[str], baseline: Baseline | None = None
+) -> int:
+    """One ``update`` with everything new (a learning step is one update: forgetting policies
+    count their half-lives in steps)."""
+    parts = training_arrays(days, names, baseline=baseline)
+    if not parts:
+        return 0
+    # One action table for all the days: identical feature rows (the same action) merge.
+    table, inverse = np.unique(np.vstack([p[1] for p in parts]), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+    actions = np.concatenate([inverse[offsets[i] + p[2]] for i, p in enumerate(parts)]).astype(
+        np.int64
+    )
+    policy.update(
+        np.vstack([p[0] for p in parts]),
+        table,
+        actions,
+        np.concatenate([p[3] for p in parts]),
+        np.concatenate([p[4] for p in parts]),
+    )
+    return len(actions)
 
 
 def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | None:
@@ -94,12 +132,13 @@ def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | N
 
 
 def learn(
-    engine: sa.Engine, *, as_of: date, actor: str, kind: str | None = None, eval_days: int = 28
+    engine: sa.Engine, *, as_of: date, actor: str, kind: str | None = None, eval_days: int = 14
 ) -> LearnReport:
     """Run one learning step for the plan's policy (or ``kind``); see the module docstring.
 
     The gate evaluates on the holdout decisions of the latest ``eval_days`` run dates whose
-    outcomes have matured.
+    outcomes have matured; the no-contact baseline is fitted on the other customers' decisions
+    of the same period.
     """
     require_schema(engine)
     started = time.perf_counter()
@@ -109,24 +148,30 @@ def learn(
     settings = plan.settings.policy
     kind = kind or settings.name
     report = LearnReport(as_of=as_of, maturation=maturation, policy=kind)
-
+    longest = max(
+        [c.measurement_days for c in plan.campaigns] + [plan.settings.no_send_measurement_days]
+    )
+    newest = latest_matured_run_date(engine, until=as_of)
+    recent = (
+        load_logged(
+            engine,
+            salt=plan.settings.salt,
+            holdout_fraction=settings.evaluation_holdout,
+            since=newest - timedelta(days=eval_days + longest),
+            until=as_of,
+        )
+        if newest is not None
+        else []
+    )
+    baseline = (
+        baseline_from_days(keep(recent, lambda d: ~d.holdout), recent[-1].names) if recent else None
+    )
     with session_scope(engine) as session:
-        candidate = _step(engine, session, plan, kind, status="candidate", report=report)
+        candidate = _step(engine, session, plan, kind, "candidate", report, baseline)
         if candidate is not None:
-            _gate(
-                engine,
-                session,
-                plan,
-                candidate,
-                report,
-                actor=actor,
-                eval_days=eval_days,
-                as_of=as_of,
-            )
+            _gate(session, plan, candidate, report, recent, baseline, actor, eval_days)
         if settings.apprentice:
-            app = _step(
-                engine, session, plan, settings.apprentice, status="apprentice", report=None
-            )
+            app = _step(engine, session, plan, settings.apprentice, "apprentice", None, baseline)
             report.apprentice_id = app.id if app is not None else None
     report.seconds = time.perf_counter() - started
     return report
@@ -137,9 +182,9 @@ def _step(
     session: Any,
     plan: Plan,
     kind: str,
-    *,
     status: str,
     report: LearnReport | None,
+    baseline: Baseline | None,
 ) -> PolicyVersion | None:
     """Train the newest version of ``kind`` (candidate lineage, or apprentice) on new rewards."""
     statuses = ("candidate", "active") if status == "candidate" else ("apprentice",)
@@ -149,7 +194,6 @@ def _step(
         if base
         else dict(plan.settings.policy.params if kind == plan.settings.policy.name else {})
     )
-    policy = versions.instantiate(kind, params, base.state if base else None)
     days = load_logged(
         engine,
         salt=plan.settings.salt,
@@ -167,7 +211,15 @@ def _step(
         return None
     names = list(params.get("context_names") or train[-1].names)
     params["context_names"] = names
-    n = _train(policy, train, names)
+    if base is None and "reward_scale" in policy_args(kind) and "reward_scale" not in params:
+        # Money in, costs of order one out (what VW's explorers assume): fixed at the first
+        # version so that later updates mean the same thing.
+        rewards = np.concatenate(
+            [r for *_, r, _ in training_arrays(train, names, baseline=baseline)]
+        )
+        params["reward_scale"] = float(max(np.std(rewards), 1e-6))
+    policy = versions.instantiate(kind, params, base.state if base else None)
+    n = _train(policy, train, names, baseline)
     version = versions.save(
         session,
         kind=kind,
@@ -187,62 +239,69 @@ def _step(
 
 
 def _gate(
-    engine: sa.Engine,
     session: Any,
     plan: Plan,
     candidate: PolicyVersion,
     report: LearnReport,
-    *,
+    recent: list[LoggedDay],
+    baseline: Baseline | None,
     actor: str,
     eval_days: int,
-    as_of: date,
 ) -> None:
-    """Estimate candidate and active on the holdout; promote when the plan's rule allows."""
+    """Compare candidate and active on the holdout; promote when the plan's rule allows.
+
+    The statistic is the paired doubly robust difference of the two on the same held-out
+    decisions (``paired_difference``), on incremental rewards. With nothing active yet the
+    reference is the logging policy (what was actually done): a first candidate acts once it is
+    not worse than that.
+    """
     current = versions.active(session)
-    contenders: dict[str, PolicyVersion | None] = {"candidate": candidate, "active": current}
-    days = load_logged(
-        engine,
-        salt=plan.settings.salt,
-        holdout_fraction=plan.settings.policy.evaluation_holdout,
-        until=as_of,
-    )
-    holdout = evaluation_days(days, latest=eval_days)
+    holdout = evaluation_days(recent, latest=eval_days)
     if not holdout:
         report.decision = "no holdout decisions to evaluate on yet: candidate kept, not promoted"
         return
-    policies: dict[str, Policy] = {}
-    for label, version in contenders.items():
-        if version is not None:
-            policies[label] = versions.instantiate(version.kind, version.params, version.state)
-    if current is None:
-        # Nothing active yet: the plan's policy acts as it is configured, untrained.
-        policies["active"] = versions.instantiate(
-            plan.settings.policy.name, plan.settings.policy.params, None
+    rewards = [baseline.incremental(d) if baseline is not None else d.reward for d in holdout]
+    stacked = stack(holdout, rewards)
+    contenders = {"candidate": candidate, "active": current}
+    dists = {
+        label: policy_dist(
+            stacked,
+            holdout,
+            versions.instantiate(v.kind, v.params, v.state),
+            v.params.get("context_names") or None,
         )
-    names = {
-        label: list(v.params.get("context_names") or holdout[-1].names)
         for label, v in contenders.items()
         if v is not None
     }
-    results = evaluate_days(holdout, policies, names)
+    results = estimates_of(stacked, holdout, dists)
+    diff = paired_difference(
+        stacked.reward,
+        stacked.action,
+        stacked.pscore,
+        dists["candidate"],
+        dists.get("active"),
+        stacked.estimated,
+        clusters=stacked.clusters,
+    )
+    reference = "active" if current is not None else "logging"
     report.estimates = {k: {e: r.__dict__ for e, r in v.items()} for k, v in results.items()}
-    candidate.ope = report.estimates
+    report.difference = {"reference": reference, **diff.__dict__}
+    candidate.ope = {**report.estimates, "difference": report.difference}
     session.add(candidate)
-    cand = results["candidate"][PRIMARY_ESTIMATOR]
-    base = results["active"][PRIMARY_ESTIMATOR]
     rule = plan.settings.policy.promote_when
+    shown = f"candidate - {reference} = {diff.value:.4f} [{diff.ci_low:.4f}, {diff.ci_high:.4f}]"
     if rule == "manual":
-        report.decision = "promotion is manual (`orch policy promote`)"
+        report.decision = f"promotion is manual (`orch policy promote`); {shown}"
         return
-    bar = cand.ci_low if rule == "lcb_beats_active" else cand.value
-    if bar > base.value:
-        versions.promote(
-            session,
-            candidate.id or 0,
-            actor=actor,
-            reason=f"{rule}: {bar:.4f} > {base.value:.4f} ({PRIMARY_ESTIMATOR})",
-        )
-        report.promoted = True
-        report.decision = f"promoted: {rule} ({bar:.4f} > {base.value:.4f})"
+    if current is None:
+        ok, why = diff.value >= 0.0, "first policy, not worse than the logging policy"
+    elif rule == "lcb_beats_active":
+        ok, why = diff.ci_low > 0.0, "lcb_beats_active"
     else:
-        report.decision = f"kept as candidate: {rule} not met ({bar:.4f} <= {base.value:.4f})"
+        ok, why = diff.value > 0.0, "estimate_beats_active"
+    if ok:
+        versions.promote(session, candidate.id or 0, actor=actor, reason=f"{why}: {shown}")
+        report.promoted = True
+        report.decision = f"promoted: {why} ({shown})"
+    else:
+        report.decision = f"kept as candidate: {why} not met ({shown})"

@@ -42,6 +42,7 @@ class LoggedDay:
     policy_prob: np.ndarray  # (n,) the policy's own probability of it
     propensity: np.ndarray  # (n,) logged: policy probability x split share
     reward: np.ndarray  # (n,)
+    window_days: np.ndarray  # (n,) length of the decision's measurement window
     control: np.ndarray  # (n,) bool: control group (not contacted)
     by_policy: np.ndarray  # (n,) bool: chosen by the policy (not a manual priority)
     holdout: np.ndarray  # (n,) bool: evaluation holdout
@@ -65,6 +66,7 @@ class LoggedDay:
             self.policy_prob[idx],
             self.propensity[idx],
             self.reward[idx],
+            self.window_days[idx],
             self.control[idx],
             self.by_policy[idx],
             self.holdout[idx],
@@ -109,6 +111,21 @@ def action_feature_table(conn: sa.Connection) -> dict[str, np.ndarray]:
     return table
 
 
+def latest_matured_run_date(engine: sa.Engine, *, until: date | None = None) -> date | None:
+    """The newest run date (up to ``until``) with a matured decision, or None."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.text(
+                "SELECT MAX(d.run_date) FROM decision d JOIN reward r ON r.decision_id = d.id"
+                + (" WHERE d.run_date <= :until" if until is not None else "")
+            ),
+            {"until": until} if until is not None else {},
+        ).scalar()
+    if value is None:
+        return None
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
 def load_logged(
     engine: sa.Engine,
     *,
@@ -135,7 +152,8 @@ def load_logged(
         rows = conn.execute(
             sa.text(
                 'SELECT d.run_date, d.customer_id, d.campaign_id, d.treatment_id, d."group", '
-                "d.propensity, d.split_share, d.reason, r.value, r.matured_at FROM decision d "
+                "d.propensity, d.split_share, d.reason, r.value, r.matured_at, d.window_end "
+                "FROM decision d "
                 "JOIN reward r ON r.decision_id = d.id WHERE "
                 + " AND ".join(where)
                 + " ORDER BY d.run_date, d.customer_id"
@@ -181,6 +199,10 @@ def load_logged(
                 policy_prob=np.array([k[0][5] / k[0][6] for k in keep]),
                 propensity=np.array([k[0][5] for k in keep]),
                 reward=np.array([k[0][8] for k in keep], dtype=np.float64),
+                window_days=(
+                    np.array([str(k[0][10])[:10] for k in keep], dtype="datetime64[D]")
+                    - np.datetime64(day, "D")
+                ).astype(np.float64),
                 control=np.array([k[0][4] == "control" for k in keep]),
                 by_policy=np.array([k[0][7] == "policy" for k in keep]),
                 holdout=in_holdout(ids, salt, holdout_fraction),

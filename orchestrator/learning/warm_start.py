@@ -127,6 +127,7 @@ def import_logs(
         policy_prob=p,
         propensity=p,
         reward=reward,
+        window_days=np.zeros(n),  # imported rewards are taken as given: no baseline to remove
         control=np.zeros(n, dtype=bool),
         by_policy=np.ones(n, dtype=bool),
         holdout=holdout,

@@ -96,6 +96,71 @@ def estimate_policy_value(
     return out
 
 
+def paired_difference(
+    reward: np.ndarray,
+    action: np.ndarray,
+    pscore: np.ndarray,
+    action_dist: np.ndarray,
+    reference: np.ndarray | None,
+    estimated_rewards: np.ndarray,
+    *,
+    clusters: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> Estimate:
+    """Doubly robust estimate of ``V(π) - V(reference)`` on the same logged decisions.
+
+    Each decision's DR term of the reference is subtracted from the policy's before averaging,
+    so what both policies earn in common (the customers' own spending, which dwarfs any
+    treatment's effect) cancels, and so does every decision on which the two agree: the
+    interval is that of the difference, far narrower than two separate intervals.
+    ``reference (n, A)`` is another policy's distribution, or None for the logging policy
+    itself (its per-decision term is the observed reward). ``clusters (n,)`` (e.g. customer
+    codes) makes the standard error robust to decisions of one customer being correlated.
+
+    >>> r = np.array([2.0, 0.0, 2.0, 0.0]); a = np.array([0, 1, 0, 1]); p = np.full(4, 0.5)
+    >>> q = np.zeros((4, 2))
+    >>> paired_difference(r, a, p, np.tile([1.0, 0.0], (4, 1)), None, q).value
+    1.0
+    """
+    reward, action, pscore, action_dist, q = _validate(
+        reward, action, pscore, action_dist, estimated_rewards, ("dr",)
+    )
+    assert q is not None
+    n = len(reward)
+    rows = np.arange(n)
+    residual = (reward - q[rows, action]) / pscore
+
+    def dr_terms(dist: np.ndarray) -> np.ndarray:
+        return (dist * q).sum(axis=1) + dist[rows, action] * residual
+
+    if reference is None:
+        terms = dr_terms(action_dist) - reward
+    else:
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.shape != action_dist.shape:
+            raise ValueError(f"reference must have shape {action_dist.shape}, got {ref.shape}")
+        terms = dr_terms(action_dist) - dr_terms(ref)
+    value = float(terms.mean())
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    se = _std_err(terms - value, clusters)
+    return Estimate(value, value - z * se, value + z * se, se, n)
+
+
+def _std_err(centred: np.ndarray, clusters: np.ndarray | None) -> float:
+    """Standard error of a mean of terms (cluster-robust when ``clusters`` are given)."""
+    n = len(centred)
+    if n < 2:
+        return float("inf")
+    if clusters is None:
+        return float(centred.std(ddof=1) / np.sqrt(n))
+    _, codes = np.unique(np.asarray(clusters), return_inverse=True)
+    sums = np.bincount(codes.ravel(), weights=centred)
+    g = len(sums)
+    if g < 2:
+        return float("inf")
+    return float(np.sqrt((sums**2).sum() * g / (g - 1)) / n)
+
+
 def fit_estimated_rewards(
     contexts: np.ndarray,
     action: np.ndarray,

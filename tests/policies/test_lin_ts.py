@@ -37,7 +37,7 @@ def test_untrained_is_uniform_over_the_eligible() -> None:
 def test_incremental_updates_equal_one_update() -> None:
     x, a, r = _log(1, 600)
     p = np.full(600, 0.25)
-    whole, parts = LinearTS(), LinearTS()
+    whole, parts = LinearTS(half_life=None), LinearTS(half_life=None)
     whole.update(x, FEATURES, a, r, p)
     for chunk in np.array_split(np.arange(600), 3):
         parts.update(x[chunk], FEATURES, a[chunk], r[chunk], p[chunk])
@@ -196,3 +196,25 @@ def test_choose_reports_the_posterior_mean_scores() -> None:
     expected = policy.scores(x, features, eligible)
     assert np.array_equal(np.isnan(choice.scores), ~eligible)
     assert np.allclose(choice.scores[eligible], expected[eligible], rtol=1e-5, atol=1e-5)
+
+
+def test_forgetting_follows_a_change_of_taste() -> None:
+    """After the best action changes, a forgetting model follows sooner than one that never
+    forgets, and an update's weight halves every ``half_life`` updates."""
+    rng = np.random.default_rng(5)
+    n = 400
+    forgetful, stubborn = LinearTS(half_life=2.0, epsilon=0.0), LinearTS(half_life=None)
+    for step in range(12):
+        x = rng.normal(size=(n, 3)).astype(np.float32)
+        a = rng.integers(0, N_ACTIONS, n)
+        best = 0 if step < 8 else 2
+        r = (a == best).astype(float) + rng.normal(0, 0.1, n)
+        for policy in (forgetful, stubborn):
+            policy.update(x, FEATURES, a, r, np.full(n, 0.25))
+    probe = rng.normal(size=(50, 3)).astype(np.float32)
+    eligible = np.ones((50, N_ACTIONS), bool)
+    assert (forgetful.scores(probe, FEATURES, eligible).argmax(axis=1) == 2).all()
+    assert (stubborn.scores(probe, FEATURES, eligible).argmax(axis=1) == 0).mean() > 0.5
+    # 12 updates of n rows, each halved every 2 updates: total weight n * sum(0.5 ** (k / 2)).
+    weight = forgetful._gram[:, 0, 0].sum()
+    assert np.isclose(weight, n * sum(0.5 ** (k / 2) for k in range(12)))

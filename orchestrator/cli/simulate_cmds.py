@@ -1,0 +1,174 @@
+"""`orch simulate` and `orch demo`: the engine against a simulated world, closed loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from orchestrator.cli.common import console, err_console, print_json, print_table
+from orchestrator.errors import InputError
+
+FORMATS = ("table", "json")
+
+
+def _progress_bars(names: list[str], days: int) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    tasks = {name: progress.add_task(name, total=days) for name in names}
+
+    def update(name: str, done: int, total: int) -> None:
+        progress.update(tasks[name], completed=done, total=total)
+
+    return progress, update
+
+
+def comparison_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows of the comparison table from ``SimulationResult.to_json()``."""
+    pols = data["policies"]
+    best = pols.get("best-single", {}).get("incremental_value")
+    static = pols.get("static", {}).get("incremental_value")
+    rows = []
+    order = sorted(pols, key=lambda k: -pols[k]["incremental_value"])
+    for name in order:
+        p = pols[name]
+        value = p["incremental_value"]
+        share = p["share_of_oracle"]
+
+        def ratio(ref: float | None, value: float = value) -> str:
+            if ref is None or ref <= 0:
+                return "-"
+            return f"{value / ref:.2f}×"
+
+        rows.append(
+            (
+                name,
+                f"{p['value_per_customer_day']:+.4f}",
+                f"{value:+,.0f}",
+                "-" if share is None else f"{share:.0%}",
+                ratio(best),
+                ratio(static),
+                "-" if p["first_promotion_day"] is None else str(p["first_promotion_day"]),
+                f"{sum(p['daily']['sends']) / max(len(p['daily']['sends']), 1):,.0f}",
+            )
+        )
+    return rows
+
+
+def print_comparison(data: dict[str, Any]) -> None:
+    lo, hi = data["measured_days"]
+    print_table(
+        f"{data['scenario']}: {data['customers']:,} customers, days {lo}-{hi} of {data['days']} "
+        f"(seed {data['seed']}); true incremental value of what each policy sent",
+        [
+            "policy",
+            "per customer-day",
+            "total",
+            "of oracle",
+            "vs best single",
+            "vs static",
+            "1st promotion",
+            "sends/day",
+        ],
+        comparison_rows(data),
+        justify={c: "right" for c in ("per customer-day", "total", "of oracle", "sends/day")},
+    )
+
+
+def simulate(
+    scenario: str = typer.Argument(..., help="A scenario name (see --list) or a YAML file."),
+    policies: list[str] = typer.Option(
+        [],
+        "--policy",
+        "-p",
+        help="A contender (repeatable): uniform, static, best-single, egreedy, lints, vw, oracle.",
+    ),
+    customers: int | None = typer.Option(None, "--customers", help="Customers (scenario's)."),
+    days: int | None = typer.Option(None, "--days", help="Simulated days (scenario's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the world (scenario's)."),
+    measure_from: int | None = typer.Option(
+        None, "--measure-from", help="First day counted in totals (default: drift day or half)."
+    ),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Keep the databases, results.json and learning_curve.png here."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Parallel processes (CPUs)."),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        help="A PostgreSQL server URL: one database per contender there (default SQLite files).",
+    ),
+) -> None:
+    """Run contenders through the closed loop on a simulated world and compare them."""
+    from simulations.loop import CONTENDERS
+    from simulations.loop import simulate as run_simulation
+    from simulations.scenario import load_scenario
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    names = list(dict.fromkeys(policies or ["static", "best-single", "lints", "oracle"]))
+    for name in names:
+        if name not in CONTENDERS:
+            raise InputError(
+                f"--policy: unknown contender {name!r}; choose from {', '.join(CONTENDERS)}"
+            )
+    spec = load_scenario(scenario)
+    n_days = days or spec.days
+    progress, update = _progress_bars(names, n_days)
+    with progress:
+        result = run_simulation(
+            spec,
+            names,
+            customers=customers,
+            days=days,
+            seed=seed,
+            measure_from=measure_from,
+            database_url=database_url,
+            out_dir=out,
+            workers=workers,
+            progress=update,
+        )
+    data = result.to_json()
+    if out is not None:
+        from simulations.plot import learning_curve
+
+        (out / "results.json").write_text(json.dumps(data, indent=2))
+        learning_curve(result, out / "learning_curve.png")
+    if fmt == "json":
+        print_json(data)
+        return
+    print_comparison(data)
+    if out is not None:
+        console.print(f"results: {out / 'results.json'}; curve: {out / 'learning_curve.png'}")
+
+
+def list_scenarios() -> None:
+    """List the scenarios that ship with orch."""
+    from simulations.scenario import list_scenarios as names
+    from simulations.scenario import load_scenario
+
+    rows = []
+    for name in names():
+        s = load_scenario(name)
+        rows.append(
+            (
+                name,
+                f"{s.customers:,}",
+                s.days,
+                s.drift_day if s.drift_day is not None else "-",
+                s.description,
+            )
+        )
+    print_table("Scenarios", ["name", "customers", "days", "drift day", "description"], rows)
