@@ -100,9 +100,9 @@ class ExclusionSpec(_Strict):
 class PolicySettings(_Strict):
     name: str = "uniform"
     params: dict[str, Any] = Field(default_factory=dict)
-    promote_when: Literal["lcb_beats_active", "estimate_beats_active", "manual"] = (
-        "lcb_beats_active"
-    )
+    promote_when: Literal[
+        "not_worse_than_active", "estimate_beats_active", "lcb_beats_active", "manual"
+    ] = "not_worse_than_active"
     evaluation_holdout: float = Field(
         default=0.2, gt=0, lt=1, description="Share of customers kept out of training for OPE."
     )

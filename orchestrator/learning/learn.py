@@ -30,7 +30,7 @@ from orchestrator.learning.logged import (
     latest_matured_run_date,
     load_logged,
 )
-from orchestrator.measure.ope import paired_difference
+from orchestrator.measure.ope import Estimate, paired_difference
 from orchestrator.plan import Plan
 from orchestrator.rewards import MaturationReport, mature_rewards
 from orchestrator.storage.db import require_schema, session_scope
@@ -289,19 +289,45 @@ def _gate(
     candidate.ope = {**report.estimates, "difference": report.difference}
     session.add(candidate)
     rule = plan.settings.policy.promote_when
+    ok, why = promotion(diff, rule, has_active=current is not None)
     shown = f"candidate - {reference} = {diff.value:.4f} [{diff.ci_low:.4f}, {diff.ci_high:.4f}]"
-    if rule == "manual":
-        report.decision = f"promotion is manual (`orch policy promote`); {shown}"
-        return
-    if current is None:
-        ok, why = diff.value >= 0.0, "first policy, not worse than the logging policy"
-    elif rule == "lcb_beats_active":
-        ok, why = diff.ci_low > 0.0, "lcb_beats_active"
-    else:
-        ok, why = diff.value > 0.0, "estimate_beats_active"
     if ok:
         versions.promote(session, candidate.id or 0, actor=actor, reason=f"{why}: {shown}")
         report.promoted = True
         report.decision = f"promoted: {why} ({shown})"
+    elif rule == "manual":
+        report.decision = f"promotion is manual (`orch policy promote`); {shown}"
     else:
         report.decision = f"kept as candidate: {why} not met ({shown})"
+
+
+def promotion(diff: Estimate, rule: str, *, has_active: bool) -> tuple[bool, str]:
+    """Whether a candidate replaces the reference, given the paired difference ``diff``
+    (candidate - reference, 95% interval) and the plan's rule; and the rule that decided.
+
+    ``not_worse_than_active`` (the default) promotes unless the candidate is significantly
+    worse (the whole interval below zero): the candidate is the same learner with more data,
+    and at a few thousand held-out decisions a day the interval is too wide to prove a real
+    improvement of a few percent, so asking for proof would keep a stale policy acting; the
+    gate is there to stop a candidate that is clearly worse (bad data, a broken feature).
+    ``estimate_beats_active`` asks for the estimate above zero, ``lcb_beats_active`` for the
+    whole interval (for volumes large enough to prove it). With nothing active yet, a first
+    candidate acts once it is not significantly worse than the logging policy, whatever the
+    rule (but ``manual``).
+
+    >>> promotion(Estimate(0.2, 0.1, 0.3, 0.05, 100), "lcb_beats_active", has_active=True)
+    (True, 'lcb_beats_active')
+    >>> promotion(Estimate(0.2, -0.1, 0.5, 0.15, 100), "lcb_beats_active", has_active=True)[0]
+    False
+    >>> promotion(Estimate(-0.2, -0.5, 0.1, 0.15, 100), "not_worse_than_active", has_active=True)
+    (True, 'not_worse_than_active')
+    """
+    if rule == "manual":
+        return False, "manual"
+    if not has_active:
+        return diff.ci_high >= 0.0, "first policy, not worse than the logging policy"
+    if rule == "lcb_beats_active":
+        return diff.ci_low > 0.0, rule
+    if rule == "estimate_beats_active":
+        return diff.value > 0.0, rule
+    return diff.ci_high >= 0.0, "not_worse_than_active"
