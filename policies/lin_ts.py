@@ -69,8 +69,10 @@ _CACHE_SCORES = 1 << 19  # float32 scores per chunk: 2 MB
 class LinearTS(Policy):
     """Linear Thompson sampling with a joint customer × action feature map.
 
-    ``ridge`` prior precision (in standardized units); ``exploration`` scales the posterior
-    spread; ``n_draws`` posterior draws define ``action_dist`` (see the module docstring);
+    ``ridge`` prior precision (in standardized units; None: the value that maximizes the
+    marginal likelihood of the rewards, searched over powers of ten); ``exploration`` scales
+    the posterior spread; ``n_draws`` posterior draws define ``action_dist`` (see the module
+    docstring);
     ``epsilon`` share of uniform exploration over the eligible actions (keeps every eligible
     action's propensity positive for off-policy evaluation); ``draw_per`` ``"customer"`` or
     ``"batch"``; ``half_life`` updates after which old statistics weigh half (None: never
@@ -85,7 +87,7 @@ class LinearTS(Policy):
     def __init__(
         self,
         *,
-        ridge: float = 1.0,
+        ridge: float | None = None,
         exploration: float = 1.0,
         n_draws: int = 16,
         epsilon: float = 0.05,
@@ -95,8 +97,10 @@ class LinearTS(Policy):
         seed: int = 0,
         chunk_rows: int | None = None,
     ) -> None:
-        if ridge <= 0:
-            raise ValueError(f"lints: ridge must be > 0, got {ridge}")
+        if ridge is not None and ridge <= 0:
+            raise ValueError(
+                f"lints: ridge must be > 0 (or None: chosen from the data), got {ridge}"
+            )
         if exploration < 0:
             raise ValueError(f"lints: exploration must be >= 0, got {exploration}")
         if n_draws < 1:
@@ -111,7 +115,7 @@ class LinearTS(Policy):
             raise ValueError(f"lints: dtype must be one of {_DTYPES}, got {dtype!r}")
         if chunk_rows is not None and chunk_rows < 1:
             raise ValueError(f"lints: chunk_rows must be >= 1, got {chunk_rows}")
-        self.ridge = float(ridge)
+        self.ridge = None if ridge is None else float(ridge)
         self.exploration = float(exploration)
         self.n_draws = int(n_draws)
         self.epsilon = float(epsilon)
@@ -129,6 +133,7 @@ class LinearTS(Policy):
         self._sum_r2 = 0.0
         self._n_updates = 0
         self._fit: _Posterior | None = None  # solved lazily from the statistics
+        self._log_ridge: float | None = None  # the evidence's last choice (search start)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -406,27 +411,47 @@ class LinearTS(Policy):
                 exploration=self.exploration,
                 n_draws=self.n_draws,
                 rng=np.random.default_rng([self.seed, self._n_updates]),
+                start=self._log_ridge,
             )
+            self._log_ridge = self._fit.log_ridge
         return self._fit
 
     # --- state -------------------------------------------------------------------------------
 
     def _state_payload(self) -> bytes:
+        # The solved posterior travels with the statistics (solving is the costly part of
+        # loading a model), tagged with what it was solved under.
+        fit = self._posterior()
         meta = {
             "names": list(self._names) if self._names is not None else None,
             "sum_r": self._sum_r,
             "sum_r2": self._sum_r2,
             "n_updates": self._n_updates,
+            "fit": self._fit_key() if fit is not None else None,
+            "log_ridge": self._log_ridge,
         }
-        return pack_arrays(meta, (self._keys, self._gram, self._xr))
+        arrays = [self._keys, self._gram, self._xr]
+        if fit is not None:
+            arrays += [fit.mean, fit.draws, fit.x_map, fit.a_map]
+        return pack_arrays(meta, arrays)
 
     def _load_payload(self, payload: bytes) -> None:
-        meta, (keys, gram, xr) = unpack_arrays(payload, 3)
-        self._keys, self._gram, self._xr = keys, gram, xr
+        meta, _ = unpack_arrays(payload, 0)
+        has_fit = meta.get("fit") is not None
+        meta, arrays = unpack_arrays(payload, 7 if has_fit else 3)
+        self._keys, self._gram, self._xr = arrays[:3]
         self._names = tuple(meta["names"]) if meta["names"] is not None else None
         self._sum_r, self._sum_r2 = float(meta["sum_r"]), float(meta["sum_r2"])
         self._n_updates = int(meta["n_updates"])
+        self._log_ridge = meta.get("log_ridge")
         self._fit = None
+        if has_fit and meta["fit"] == self._fit_key():
+            mean, draws, x_map, a_map = arrays[3:]
+            self._fit = _Posterior(mean, draws, x_map, a_map, self._log_ridge)
+
+    def _fit_key(self) -> list[Any]:
+        """What a solved posterior depends on besides the statistics."""
+        return [self.ridge, self.exploration, self.n_draws, self.seed, self._n_updates]
 
     # --- input checks ------------------------------------------------------------------------
 
@@ -458,9 +483,15 @@ class _Posterior:
     """
 
     def __init__(
-        self, mean: np.ndarray, draws: np.ndarray, x_map: np.ndarray, a_map: np.ndarray
+        self,
+        mean: np.ndarray,
+        draws: np.ndarray,
+        x_map: np.ndarray,
+        a_map: np.ndarray,
+        log_ridge: float | None = None,
     ) -> None:
         self.mean, self.draws, self.x_map, self.a_map = mean, draws, x_map, a_map
+        self.log_ridge = log_ridge  # log10 of the interaction ridge the evidence chose
 
     @classmethod
     def solve(
@@ -471,10 +502,11 @@ class _Posterior:
         sum_r: float,
         sum_r2: float,
         *,
-        ridge: float,
+        ridge: float | None,
         exploration: float,
         n_draws: int,
         rng: np.random.Generator,
+        start: float | None = None,
     ) -> _Posterior:
         import scipy.linalg  # only when a model is solved: keeps `import policies` light
 
@@ -494,11 +526,47 @@ class _Posterior:
         precision = (g.reshape(len(g), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
         precision = precision.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
         rhs = (h.T @ a).ravel()
-        prior = np.full(dx * da, ridge)
-        prior[0] = ridge * 1e-6  # the global level: nearly flat, it never changes the argmax
-        precision[np.diag_indices_from(precision)] += prior
-        chol = scipy.linalg.cholesky(precision, lower=True)
-        mean = scipy.linalg.cho_solve((chol, True), rhs)
+        # Main effects (an action's own level, a customer feature's level) are identified by
+        # plenty of data and get a weak prior; the customer-by-action interactions, thousands
+        # of them, carry the personalization and the overfitting, so their shrinkage is what
+        # ``ridge`` (or the evidence) sets.
+        main = np.zeros((dx, da), dtype=bool)
+        main[0, :] = main[:, 0] = True
+        main = main.ravel()
+        base_diag = precision[np.diag_indices_from(precision)].copy()
+
+        def fit(lam: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+            """(-2 log evidence up to a constant, Cholesky factor, mean, prior) at ridge lam."""
+            prior = np.where(main, 1.0, lam)
+            prior[0] = 1e-6  # the global level: nearly flat, it never changes the argmax
+            precision[np.diag_indices_from(precision)] = base_diag + prior
+            chol = scipy.linalg.cholesky(precision, lower=True)
+            mean = scipy.linalg.cho_solve((chol, True), rhs)
+            # With the noise variance profiled out: n log(rss + λ|θ|²) + log|A| - log|λI|.
+            fit_sq = max(sum_r2 - mean @ rhs, 1e-12 * max(sum_r2, 1.0))
+            score = n * np.log(fit_sq) + 2.0 * np.log(np.diag(chol)).sum() - np.log(prior).sum()
+            return float(score), chol, mean, prior
+
+        chosen = None
+        if ridge is not None:
+            _, chol, mean, prior = fit(ridge)
+        else:
+            # Empirical Bayes: the ridge that maximizes the marginal likelihood of the rewards
+            # (the prior's spread is learned from the data: with noisy money rewards and
+            # effects of a few units, it is far tighter than one noise sd per coefficient).
+            # Searched in half-decades; from the previous solution's ridge when there is one
+            # (it moves little from one day's data to the next), else over a coarse grid.
+            grid = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0) if start is None else (start,)
+            tried = {e: fit(10.0**e) for e in grid}
+            for _ in range(8):
+                best = min(tried, key=lambda e: tried[e][0])
+                new = [e for e in (best - 0.5, best + 0.5) if e not in tried and -1 <= e <= 7]
+                if not new:
+                    break
+                for e in new:
+                    tried[e] = fit(10.0**e)
+            chosen = min(tried, key=lambda e: tried[e][0])
+            _, chol, mean, prior = tried[chosen]
         # Noise: residual variance pooled with D pseudo-rows at the reward variance, so a model
         # with more coefficients than rows does not claim to know the noise.
         rss = max(sum_r2 - mean @ rhs - mean @ (prior * mean), 0.0)
@@ -509,7 +577,7 @@ class _Posterior:
         z = rng.standard_normal((dim, half))
         delta = scipy.linalg.solve_triangular(chol.T, z, lower=False).T * sigma
         draws = mean + np.concatenate([delta, -delta])[:n_draws]
-        return cls(mean, draws, x_map, a_map)
+        return cls(mean, draws, x_map, a_map, chosen)
 
     def score_matrix(
         self, action_features: np.ndarray, coefs: np.ndarray, dtype: Any

@@ -176,8 +176,13 @@ def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
         return np.einsum("ip,iq->ipq", zx, za).reshape(len(xs), -1)
 
     design = phi(x64, logged)
-    penalty = np.full(design.shape[1], 2.0)
-    penalty[0] = 2.0e-6
+    # Interactions get ``ridge``; main effects (first row and column of the Kronecker
+    # layout) a unit prior; the global level is nearly flat.
+    d1, k1 = x.shape[1] + 1, FEATURES.shape[1] + 1
+    main = np.zeros((d1, k1), dtype=bool)
+    main[0, :] = main[:, 0] = True
+    penalty = np.where(main.ravel(), 1.0, 2.0)
+    penalty[0] = 1e-6
     theta = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ r)
     probe = x64[:20]
     expected = np.column_stack(
@@ -218,3 +223,23 @@ def test_forgetting_follows_a_change_of_taste() -> None:
     # 12 updates of n rows, each halved every 2 updates: total weight n * sum(0.5 ** (k / 2)).
     weight = forgetful._gram[:, 0, 0].sum()
     assert np.isclose(weight, n * sum(0.5 ** (k / 2) for k in range(12)))
+
+
+def test_the_evidence_chooses_more_shrinkage_when_there_is_no_signal() -> None:
+    """With ``ridge=None`` the interaction ridge maximizes the marginal likelihood: pure noise
+    asks for far more shrinkage than a reward that really depends on context and action."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3000, 3)).astype(np.float32)
+    a = rng.integers(0, N_ACTIONS, 3000)
+    signal = LinearTS(half_life=None)
+    signal.update(x, FEATURES, a, np.where(a == 0, 3.0 * x[:, 0], 0.0) + rng.normal(0, 1, 3000),
+                  np.full(3000, 0.25))  # fmt: skip
+    noise = LinearTS(half_life=None)
+    noise.update(x, FEATURES, a, rng.normal(0, 1, 3000), np.full(3000, 0.25))
+    assert signal._posterior() is not None and noise._posterior() is not None
+    assert noise._log_ridge is not None and signal._log_ridge is not None
+    assert noise._log_ridge >= signal._log_ridge + 2
+    # The choice travels with the state and seeds the next search.
+    restored = LinearTS(half_life=None)
+    restored.set_state(signal.get_state())
+    assert restored._log_ridge == signal._log_ridge
