@@ -79,6 +79,7 @@ app.command("daemon")(daemon_cmds.daemon)
 app.command("audit")(admin_cmds.audit)
 app.command("simulate")(simulate_cmds.simulate)
 app.command("scenarios")(simulate_cmds.list_scenarios)
+app.command("demo")(simulate_cmds.demo)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,7 +147,13 @@ def uplift(
         _uplift_visual(engine, report, fmt, out)
 
 
-def _uplift_visual(engine: sa.Engine, report: UpliftReport, fmt: str, out: str | None) -> None:
+def _uplift_visual(
+    engine: sa.Engine,
+    report: UpliftReport,
+    fmt: str,
+    out: str | None,
+    extra: Sequence[str] = (),
+) -> None:
     from orchestrator.reports import html, plots
     from orchestrator.reports.personas import persona_report
     from orchestrator.reports.programme import programme_uplift
@@ -182,7 +189,11 @@ def _uplift_visual(engine: sa.Engine, report: UpliftReport, fmt: str, out: str |
     if fmt == "html":
         _write(
             html.uplift_html(
-                report, programme=programme, personas=personas, programme_note=programme_note
+                report,
+                programme=programme,
+                personas=personas,
+                programme_note=programme_note,
+                extra=extra,
             ),
             out,
         )

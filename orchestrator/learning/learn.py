@@ -69,7 +69,10 @@ def training_arrays(
     """Per day: (contexts aligned to ``names``, action features, actions, rewards, propensities).
 
     Rewards are incremental over the no-contact ``baseline`` when one is given (see
-    ``orchestrator.learning.baseline``). A control-group decision observed the no-contact
+    ``orchestrator.learning.baseline``). Propensities are the policy's own probabilities of the
+    chosen action: the test/control split that follows is random and independent of the
+    customer, so it thins every action's data alike and is no part of the choice a learner
+    weighs. A control-group decision observed the no-contact
     outcome: where the date had a "send nothing" action it is learned as that action (so a
     policy can learn that for some customers a discount only costs margin); otherwise it is
     left out.
@@ -92,7 +95,7 @@ def training_arrays(
                 day.action_features,
                 action[keep],
                 reward[keep],
-                day.propensity[keep],
+                day.policy_prob[keep],
             )
         )
     return out

@@ -54,6 +54,11 @@ img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 """
 
 
+def img(png: bytes, alt: str) -> str:
+    """An embedded PNG (the report stays one self-contained file)."""
+    return _img(png, alt)
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
@@ -171,8 +176,10 @@ def uplift_html(
     programme: ProgrammeReport | None = None,
     personas: PersonaReport | None = None,
     programme_note: str | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """The whole uplift report as one HTML page (plots need ``uplift_report(detail=True)``)."""
+    """The whole uplift report as one HTML page (plots need ``uplift_report(detail=True)``);
+    ``extra`` sections (HTML) go right after the headline cards."""
     what = f"campaign {report.campaign}" if report.campaign else "all campaigns"
     if report.treatment:
         what += f", treatment {report.treatment}"
@@ -209,6 +216,7 @@ def uplift_html(
             _card("still open", f"{report.still_open:,}", f"decisions, until {report.open_until}")
         )
     body.append(f'<section class="cards">{"".join(cards)}</section>')
+    body.extend(extra)
     campaign_rows = report.campaign_rows or report.rows
     body.append(
         "<section><h2>Uplift per campaign</h2>"
