@@ -4,6 +4,12 @@ reward = revenue inside the window (sum of event amounts; returns are negative) 
 treatment's unit cost for a sent (test-group) decision. Control-group and "send nothing"
 decisions cost nothing: they are the no-contact arm. A decision matures once (the reward's
 primary key is the decision id); maturing again adds nothing.
+
+A control decision's window blocks other measured campaigns, so nothing else reaches the
+customer inside it. A "send nothing" decision blocks nothing (sending nothing today does not
+forbid a message tomorrow), so its window is cut at the customer's next contact: what it
+measures is the no-contact outcome, not the next campaign's. The reward keeps the number of
+days actually measured (``window_days``).
 """
 
 from __future__ import annotations
@@ -115,6 +121,9 @@ def _mature_chunk(conn: sa.Connection, rows: list[sa.Row], report: MaturationRep
     else:
         e_cust = e_day = np.zeros(0, dtype=np.int64)
         e_amt, e_buy = np.zeros(0), np.zeros(0, dtype=bool)
+    no_send = np.fromiter((c is None for c in campaigns), bool, len(rows))
+    if no_send.any():
+        end_day = _cut_at_next_contact(conn, code_of, d_cust, start_day, end_day, no_send, lo, hi)
     out = window_outcomes(d_cust, start_day, end_day, e_cust, e_day, e_amt, e_buy)
     sent = np.fromiter(
         (g == "test" and c is not None for g, c in zip(groups, campaigns, strict=True)),
@@ -134,10 +143,54 @@ def _mature_chunk(conn: sa.Connection, rows: list[sa.Row], report: MaturationRep
                 "cost": float(c),
                 "converted": bool(b),
                 "matured_at": now,
+                "window_days": int(w),
             }
-            for i, v, r, c, b in zip(ids, value, out.revenue, cost, out.converted, strict=True)
+            for i, v, r, c, b, w in zip(
+                ids, value, out.revenue, cost, out.converted, end_day - start_day, strict=True
+            )
         ],
     )
     report.matured += len(rows)
     report.converted += int(out.converted.sum())
     report.value += float(value.sum())
+
+
+def _cut_at_next_contact(
+    conn: sa.Connection,
+    code_of: dict[str, int],
+    d_cust: np.ndarray,
+    start_day: np.ndarray,
+    end_day: np.ndarray,
+    cut: np.ndarray,
+    lo: date,
+    hi: date,
+) -> np.ndarray:
+    """``end_day (n,)`` with the rows in ``cut`` ended at the customer's first contact (a
+    test-group send) after the decision's day, when that comes before the window's end."""
+    sends = conn.execute(
+        sa.text(
+            "SELECT customer_id, run_date FROM decision WHERE run_date > :lo AND run_date < :hi "
+            "AND \"group\" = 'test' AND campaign_id IS NOT NULL"
+        ),
+        {"lo": lo, "hi": hi},
+    ).all()
+    kept = [(code_of[c], d) for c, d in sends if c in code_of]
+    if not kept:
+        return end_day
+    s_cust = np.fromiter((k[0] for k in kept), np.int64, len(kept))
+    s_day = _day_numbers([k[1] for k in kept])
+    # One sorted key per send, (customer, day); the first send after a decision's day is the
+    # first key above (customer, start day).
+    span = np.int64(1 << 32)
+    keys = np.sort(s_cust * span + s_day)
+    rows = np.flatnonzero(cut)
+    probe = d_cust[rows] * span + start_day[rows]
+    at = np.searchsorted(keys, probe, side="right")
+    found = at < len(keys)
+    nxt = np.where(found, keys[np.minimum(at, len(keys) - 1)], 0)
+    same = found & (nxt // span == d_cust[rows])
+    nxt_day = nxt % span
+    out = end_day.copy()
+    hit = same & (nxt_day < end_day[rows])
+    out[rows[hit]] = nxt_day[hit]
+    return out

@@ -89,11 +89,17 @@ class SimulationResult:
         return self.total(name) / best if best > 0 else None
 
     def regret(self, name: str) -> list[float]:
-        """Cumulative regret against the oracle per day (value per customer)."""
+        """Cumulative regret against the oracle, day by day from day 0 (value per customer)."""
         if "oracle" not in self.runs:
             return []
         gap = np.array(self.runs["oracle"].value) - np.array(self.runs[name].value)
         return np.cumsum(gap).tolist()
+
+    def measured_regret(self, name: str) -> float | None:
+        """Regret against the oracle over the measured days (value per customer)."""
+        if "oracle" not in self.runs:
+            return None
+        return self.total("oracle") - self.total(name)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -110,7 +116,7 @@ class SimulationResult:
                 "incremental_value": self.total(name) * self.customers,
                 "value_per_customer_day": self.total(name) / max(self.days - self.measure_from, 1),
                 "first_promotion_day": run.promotions[0] if run.promotions else None,
-                "cumulative_regret": self.regret(name)[-1:] or None,
+                "regret_per_customer": self.measured_regret(name),
                 "daily": asdict(run),
             }
         return out

@@ -15,14 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestrator.errors import PlanError
+from orchestrator.errors import InputError, PlanError
 from orchestrator.plan import Plan, PlanSource, check_plan
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SLUG = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """A scenario file that cannot be read or does not make sense."""
 
 

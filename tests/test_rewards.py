@@ -67,3 +67,49 @@ def test_rewards_are_window_revenue_minus_cost_once(engine: sa.Engine) -> None:
         cost = costs[(d.campaign_id, d.treatment_id)] if sent else 0.0
         assert r.revenue == 10.0 + i
         assert r.cost == cost and r.value == 10.0 + i - cost and r.converted
+
+
+def test_a_send_nothing_window_ends_at_the_next_contact(engine: sa.Engine) -> None:
+    """Sending nothing blocks nothing: when the customer is contacted two days later, the
+    no-send outcome is measured over those two days only (not the next campaign's effect)."""
+    admin.apply_plan_file(engine, PLAN, actor="t")
+    seed_customers(engine, 300)
+    run_daily(engine, day=DAY, batch_size=100)
+    run_daily(engine, day=DAY + timedelta(days=2), batch_size=100)
+    with Session(engine, expire_on_commit=False) as s:
+        first = [d for d in s.exec(select(Decision)) if d.run_date == DAY]
+        later = {
+            d.customer_id
+            for d in s.exec(select(Decision))
+            if d.run_date == DAY + timedelta(days=2) and d.group == "test" and d.campaign_id
+        }
+        no_send = [d for d in first if d.campaign_id is None]
+        cut = [d for d in no_send if d.customer_id in later]
+        kept = [d for d in no_send if d.customer_id not in later]
+        assert cut and kept, "the plan should give both kinds of no-send decisions"
+        for i, d in enumerate(no_send):
+            for offset, amount in ((1, 10.0), (3, 1000.0)):  # before and after the contact
+                s.add(
+                    Event(
+                        source_event_id=f"ns{i}-{offset}",
+                        customer_id=d.customer_id,
+                        occurred_at=datetime.combine(
+                            DAY + timedelta(days=offset), datetime.min.time()
+                        ),
+                        type="purchase",
+                        amount=amount,
+                    )
+                )
+        s.commit()
+    mature_rewards(engine, as_of=DAY + timedelta(days=30))
+    with Session(engine) as s:
+        rewards = {r.decision_id: r for r in s.exec(select(Reward))}
+    for d in cut:
+        assert rewards[d.id].window_days == 2 and rewards[d.id].revenue == 10.0
+    for d in kept:
+        r = rewards[d.id]
+        assert r.window_days == (d.window_end - d.run_date).days and r.revenue == 1010.0
+    # A control decision's window is not cut: other campaigns cannot reach the customer in it.
+    for d in first:
+        if d.group == "control":
+            assert rewards[d.id].window_days == (d.window_end - d.run_date).days

@@ -152,7 +152,8 @@ def load_logged(
         rows = conn.execute(
             sa.text(
                 'SELECT d.run_date, d.customer_id, d.campaign_id, d.treatment_id, d."group", '
-                "d.propensity, d.split_share, d.reason, r.value, r.matured_at, d.window_end "
+                "d.propensity, d.split_share, d.reason, r.value, r.matured_at, d.window_end, "
+                "r.window_days "
                 "FROM decision d "
                 "JOIN reward r ON r.decision_id = d.id WHERE "
                 + " AND ".join(where)
@@ -199,10 +200,15 @@ def load_logged(
                 policy_prob=np.array([k[0][5] / k[0][6] for k in keep]),
                 propensity=np.array([k[0][5] for k in keep]),
                 reward=np.array([k[0][8] for k in keep], dtype=np.float64),
-                window_days=(
-                    np.array([str(k[0][10])[:10] for k in keep], dtype="datetime64[D]")
-                    - np.datetime64(day, "D")
-                ).astype(np.float64),
+                window_days=np.array(
+                    [
+                        k[0][11]
+                        if k[0][11] is not None
+                        else (date.fromisoformat(str(k[0][10])[:10]) - day).days
+                        for k in keep
+                    ],
+                    dtype=np.float64,
+                ),
                 control=np.array([k[0][4] == "control" for k in keep]),
                 by_policy=np.array([k[0][7] == "policy" for k in keep]),
                 holdout=in_holdout(ids, salt, holdout_fraction),

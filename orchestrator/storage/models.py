@@ -285,6 +285,9 @@ class Reward(SQLModel, table=True):
     cost: float
     converted: bool
     matured_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    # Days the outcome was measured over: the decision's window, or for "send nothing" until
+    # the customer's next contact if that came first (None: matured before this was kept).
+    window_days: int | None = None
 
 
 class PolicyVersion(SQLModel, table=True):
