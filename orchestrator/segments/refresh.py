@@ -268,6 +268,7 @@ def refresh_segments(
                 "or pick a later --as-of"
             )
         step("check")
+        previous = load_model(conn)
         events = read_events(conn, end)
         customer_ids = read_customer_ids(conn)
         step("read")
@@ -302,7 +303,9 @@ def refresh_segments(
     del events, owner
     step("summarize")
 
-    model = fit_value_model(history, config.model)
+    # Refreshes are daily and the base changes little from one day to the next: the last
+    # fit is where the likelihood's maximum was yesterday, a good place to start.
+    model = fit_value_model(history, config.model, bgnbd_init=_previous_bgnbd(previous, config))
     values = predict_value(model, history)
     step("model")
 
@@ -398,3 +401,18 @@ def _features_table(
             "updated_at": pa.array(np.full(n, np.datetime64(now, "us")), pa.timestamp("us")),
         }
     )
+
+
+def _previous_bgnbd(previous: dict[str, Any] | None, config: SegmentConfig) -> Any:
+    """The BG/NBD parameters of the stored model, if it was fitted in the same time unit."""
+    from orchestrator.segments.bgnbd import BgNbdParams
+
+    if not previous or previous.get("time_unit") != config.model.time_unit:
+        return None
+    fit = previous.get("bgnbd")
+    if not isinstance(fit, dict) or not all(k in fit for k in ("r", "alpha", "a", "b")):
+        return None
+    values = [float(fit[k]) for k in ("r", "alpha", "a", "b")]
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        return None
+    return BgNbdParams(*values)

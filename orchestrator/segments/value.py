@@ -61,8 +61,11 @@ def model_inputs(history: PurchaseHistory, unit: float) -> tuple[np.ndarray, ...
     return x, history.span[who] / unit, history.tenure[who] / unit, who
 
 
-def fit_value_model(history: PurchaseHistory, config: ModelConfig) -> ValueModel:
-    """Fit BG/NBD to every customer who bought and Gamma-Gamma to the repeat customers."""
+def fit_value_model(
+    history: PurchaseHistory, config: ModelConfig, *, bgnbd_init: bgnbd.BgNbdParams | None = None
+) -> ValueModel:
+    """Fit BG/NBD to every customer who bought and Gamma-Gamma to the repeat customers
+    (BG/NBD's search starts from ``bgnbd_init`` when given, e.g. the last refresh's fit)."""
     unit = UNIT_DAYS[config.time_unit]
     x, t_x, T, who = model_inputs(history, unit)
     notes: list[str] = []
@@ -79,7 +82,7 @@ def fit_value_model(history: PurchaseHistory, config: ModelConfig) -> ValueModel
     elif not (x > 0).any():
         notes.append("BG/NBD not fitted: no customer has a repeat purchase")
     else:
-        bg = bgnbd.fit(x, t_x, T, max_iterations=config.max_iterations)
+        bg = bgnbd.fit(x, t_x, T, max_iterations=config.max_iterations, init=bgnbd_init)
         # Delta method: se(theta) = theta * se(log theta).
         se = bg.params.as_array() * bgnbd.log_standard_errors(bg.params, x, t_x, T)
         bg_errors = tuple(float(v) for v in se)
