@@ -52,6 +52,7 @@ CONTENDERS = BASELINES[:3] + LEARNERS + BASELINES[3:]
 EVENT_COLUMNS = ("event_id", "customer_id", "occurred_at", "type", "amount", "discount",
                  "category", "channel")  # fmt: skip
 
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DayProgress = Callable[[str, int, int], None]  # contender, days done, days in all
 
 
@@ -188,6 +189,23 @@ def _run_all(
     if workers == 1:
         return {name: run_contender(*job, progress=progress) for name, job in jobs.items()}
     ctx = multiprocessing.get_context("spawn")
+    # One BLAS thread per worker: the workers already fill the CPUs, and BLAS threads fighting
+    # over them made the linear algebra several times slower (children inherit the variables).
+    saved = {k: os.environ.get(k) for k in BLAS_THREADS}
+    os.environ.update({k: "1" for k in BLAS_THREADS})
+    try:
+        return _run_pool(ctx, jobs, workers, progress)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_pool(
+    ctx: Any, jobs: dict[str, tuple[Any, ...]], workers: int, progress: DayProgress | None
+) -> dict[str, ContenderRun]:
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         queue = manager.Queue()
         futures = {pool.submit(_run_queued, queue, job): name for name, job in jobs.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -154,25 +155,34 @@ def learn(
     longest = max(
         [c.measurement_days for c in plan.campaigns] + [plan.settings.no_send_measurement_days]
     )
-    newest = latest_matured_run_date(engine, until=as_of)
-    recent = (
-        load_logged(
-            engine,
-            salt=plan.settings.salt,
-            holdout_fraction=settings.evaluation_holdout,
-            since=newest - timedelta(days=eval_days + longest),
-            until=as_of,
-        )
-        if newest is not None
-        else []
-    )
-    baseline = (
-        baseline_from_days(keep(recent, lambda d: ~d.holdout), recent[-1].names) if recent else None
-    )
+    recent: list[LoggedDay] = []
+    cache: dict[str, Baseline | None] = {}
+
+    def baseline() -> Baseline | None:
+        """The no-contact baseline on the latest period (loaded once, only when needed)."""
+        if "value" not in cache:
+            newest = latest_matured_run_date(engine, until=as_of)
+            if newest is not None:
+                recent.extend(
+                    load_logged(
+                        engine,
+                        salt=plan.settings.salt,
+                        holdout_fraction=settings.evaluation_holdout,
+                        since=newest - timedelta(days=eval_days + longest),
+                        until=as_of,
+                    )
+                )
+            cache["value"] = (
+                baseline_from_days(keep(recent, lambda d: ~d.holdout), recent[-1].names)
+                if recent
+                else None
+            )
+        return cache["value"]
+
     with session_scope(engine) as session:
         candidate = _step(engine, session, plan, kind, "candidate", report, baseline)
         if candidate is not None:
-            _gate(session, plan, candidate, report, recent, baseline, actor, eval_days)
+            _gate(session, plan, candidate, report, recent, baseline(), actor, eval_days)
         if settings.apprentice:
             app = _step(engine, session, plan, settings.apprentice, "apprentice", None, baseline)
             report.apprentice_id = app.id if app is not None else None
@@ -187,7 +197,7 @@ def _step(
     kind: str,
     status: str,
     report: LearnReport | None,
-    baseline: Baseline | None,
+    baseline_of: Callable[[], Baseline | None],
 ) -> PolicyVersion | None:
     """Train the newest version of ``kind`` (candidate lineage, or apprentice) on new rewards."""
     statuses = ("candidate", "active") if status == "candidate" else ("apprentice",)
@@ -214,6 +224,7 @@ def _step(
         return None
     names = list(params.get("context_names") or train[-1].names)
     params["context_names"] = names
+    baseline = baseline_of()
     if base is None and "reward_scale" in policy_args(kind) and "reward_scale" not in params:
         # Money in, costs of order one out (what VW's explorers assume): fixed at the first
         # version so that later updates mean the same thing.
