@@ -133,7 +133,7 @@ class LinearTS(Policy):
         self._sum_r2 = 0.0
         self._n_updates = 0
         self._fit: _Posterior | None = None  # solved lazily from the statistics
-        self._log_ridge: float | None = None  # the evidence's last choice (search start)
+        self._log_ridge: tuple[float, float] | None = None  # the evidence's last choice
 
     def params(self) -> dict[str, Any]:
         return {
@@ -428,7 +428,7 @@ class LinearTS(Policy):
             "sum_r2": self._sum_r2,
             "n_updates": self._n_updates,
             "fit": self._fit_key() if fit is not None else None,
-            "log_ridge": self._log_ridge,
+            "log_ridge": list(self._log_ridge) if self._log_ridge is not None else None,
         }
         arrays = [self._keys, self._gram, self._xr]
         if fit is not None:
@@ -443,7 +443,8 @@ class LinearTS(Policy):
         self._names = tuple(meta["names"]) if meta["names"] is not None else None
         self._sum_r, self._sum_r2 = float(meta["sum_r"]), float(meta["sum_r2"])
         self._n_updates = int(meta["n_updates"])
-        self._log_ridge = meta.get("log_ridge")
+        found = meta.get("log_ridge")
+        self._log_ridge = (float(found[0]), float(found[1])) if found else None
         self._fit = None
         if has_fit and meta["fit"] == self._fit_key():
             mean, draws, x_map, a_map = arrays[3:]
@@ -488,10 +489,11 @@ class _Posterior:
         draws: np.ndarray,
         x_map: np.ndarray,
         a_map: np.ndarray,
-        log_ridge: float | None = None,
+        log_ridge: tuple[float, float] | None = None,
     ) -> None:
         self.mean, self.draws, self.x_map, self.a_map = mean, draws, x_map, a_map
-        self.log_ridge = log_ridge  # log10 of the interaction ridge the evidence chose
+        # log10 of the ridges the evidence chose: (action levels, interactions)
+        self.log_ridge = log_ridge
 
     @classmethod
     def solve(
@@ -506,7 +508,7 @@ class _Posterior:
         exploration: float,
         n_draws: int,
         rng: np.random.Generator,
-        start: float | None = None,
+        start: tuple[float, float] | None = None,
     ) -> _Posterior:
         import scipy.linalg  # only when a model is solved: keeps `import policies` light
 
@@ -526,47 +528,63 @@ class _Posterior:
         precision = (g.reshape(len(g), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
         precision = precision.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
         rhs = (h.T @ a).ravel()
-        # Main effects (an action's own level, a customer feature's level) are identified by
-        # plenty of data and get a weak prior; the customer-by-action interactions, thousands
-        # of them, carry the personalization and the overfitting, so their shrinkage is what
-        # ``ridge`` (or the evidence) sets.
-        main = np.zeros((dx, da), dtype=bool)
-        main[0, :] = main[:, 0] = True
-        main = main.ravel()
+        # Three kinds of coefficient, three priors. A customer feature's own level (``x ⊗ 1``)
+        # never changes a choice: a weak prior. An action's own level (``1 ⊗ a``: what it
+        # earns on average) and the customer-by-action interactions (thousands of them: the
+        # personalization, and the overfitting) each get a ridge that ``ridge`` fixes (for
+        # the interactions; action levels then get 1) or the evidence chooses.
+        kind = np.full((dx, da), 2)  # 2: interaction
+        kind[0, 1:] = 1  # action level
+        kind[:, 0] = 0  # customer level (and the global level at [0, 0])
+        kind = kind.ravel()
         base_diag = precision[np.diag_indices_from(precision)].copy()
 
-        def fit(lam: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-            """(-2 log evidence up to a constant, Cholesky factor, mean, prior) at ridge lam."""
-            prior = np.where(main, 1.0, lam)
+        def fit(e_action: float, e_inter: float) -> tuple[float, Any, Any, Any]:
+            """(-2 log evidence up to a constant, Cholesky factor, mean, prior) with ridges
+            ``10**e_action`` on action levels and ``10**e_inter`` on interactions."""
+            prior = np.choose(kind, [1.0, 10.0**e_action, 10.0**e_inter])
             prior[0] = 1e-6  # the global level: nearly flat, it never changes the argmax
             precision[np.diag_indices_from(precision)] = base_diag + prior
             chol = scipy.linalg.cholesky(precision, lower=True)
             mean = scipy.linalg.cho_solve((chol, True), rhs)
-            # With the noise variance profiled out: n log(rss + λ|θ|²) + log|A| - log|λI|.
+            # With the noise variance profiled out: n log(rss + θᵀΛθ) + log|A| - log|Λ|.
             fit_sq = max(sum_r2 - mean @ rhs, 1e-12 * max(sum_r2, 1.0))
             score = n * np.log(fit_sq) + 2.0 * np.log(np.diag(chol)).sum() - np.log(prior).sum()
             return float(score), chol, mean, prior
 
-        chosen = None
+        chosen: tuple[float, float] | None = None
         if ridge is not None:
-            _, chol, mean, prior = fit(ridge)
+            _, chol, mean, prior = fit(0.0, float(np.log10(ridge)))
         else:
-            # Empirical Bayes: the ridge that maximizes the marginal likelihood of the rewards
-            # (the prior's spread is learned from the data: with noisy money rewards and
-            # effects of a few units, it is far tighter than one noise sd per coefficient).
-            # Searched in half-decades; from the previous solution's ridge when there is one
-            # (it moves little from one day's data to the next), else over a coarse grid.
-            grid = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0) if start is None else (start,)
-            tried = {e: fit(10.0**e) for e in grid}
-            for _ in range(8):
-                best = min(tried, key=lambda e: tried[e][0])
-                new = [e for e in (best - 0.5, best + 0.5) if e not in tried and -1 <= e <= 7]
-                if not new:
+            # Empirical Bayes: the ridges that maximize the marginal likelihood of the rewards
+            # (the priors' spread is learned from the data: with noisy money rewards and
+            # effects of a few units, far tighter than one noise sd per coefficient). Searched
+            # in half-decades, one coordinate at a time; from the previous solution when there
+            # is one (it moves little from one day's data to the next), else from a grid.
+            tried: dict[tuple[float, float], tuple[float, Any, Any, Any]] = {}
+
+            def at(point: tuple[float, float]) -> float:
+                if point not in tried:
+                    tried[point] = fit(*point)
+                return tried[point][0]
+
+            if start is None:
+                best = min(((e, e) for e in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)), key=at)
+            else:
+                best = start
+                at(best)
+            for _ in range(12):
+                moves = [
+                    (best[0] + d0, best[1] + d1)
+                    for d0, d1 in ((-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5))
+                    if -1 <= best[0] + d0 <= 7 and -1 <= best[1] + d1 <= 7
+                ]
+                step = min(moves, key=at)
+                if at(step) >= at(best):
                     break
-                for e in new:
-                    tried[e] = fit(10.0**e)
-            chosen = min(tried, key=lambda e: tried[e][0])
-            _, chol, mean, prior = tried[chosen]
+                best = step
+            chosen = best
+            _, chol, mean, prior = tried[best]
         # Noise: residual variance pooled with D pseudo-rows at the reward variance, so a model
         # with more coefficients than rows does not claim to know the noise.
         rss = max(sum_r2 - mean @ rhs - mean @ (prior * mean), 0.0)
