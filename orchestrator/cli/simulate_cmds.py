@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,13 @@ def simulate(
         "--database-url",
         help="A PostgreSQL server URL: one database per contender there (default SQLite files).",
     ),
+    replay: bool = typer.Option(
+        False,
+        "--replay",
+        help="Off-policy replay instead: log the first --policy (default uniform), then estimate "
+        "static, best-single, uniform, no-send and oracle on its logs (ips, dm, dr) and compare "
+        "with their true values: bias and interval coverage per estimator.",
+    ),
 ) -> None:
     """Run contenders through the closed loop on a simulated world and compare them."""
     from simulations.loop import CONTENDERS
@@ -126,6 +134,9 @@ def simulate(
             )
     spec = load_scenario(scenario)
     n_days = days or spec.days
+    if replay:
+        _replay(spec, (policies or ["uniform"])[0], customers, n_days, seed, database_url, out, fmt)
+        return
     progress, update = _progress_bars(names, n_days)
     with progress:
         result = run_simulation(
@@ -269,3 +280,57 @@ def demo(
     )
     engine.dispose()
     console.print(f"\nHTML report: {html_path}  (learning curve: {curve})")
+
+
+def _replay(
+    spec: Any,
+    logging_policy: str,
+    customers: int | None,
+    days: int,
+    seed: int | None,
+    database_url: str | None,
+    out: Path | None,
+    fmt: str,
+) -> None:
+    """`orch simulate --replay`: OPE estimators against the truth on one simulation's logs."""
+    from simulations.loop import _database_for
+    from simulations.ope_replay import TARGETS, replay_logged
+
+    folder = out or Path(tempfile.mkdtemp(prefix="orch-replay-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    progress, update = _progress_bars([logging_policy], days)
+    with progress:
+        report = replay_logged(
+            spec,
+            customers=customers or spec.customers,
+            days=days,
+            seed=spec.seed if seed is None else seed,
+            database_url=_database_for(f"replay_{logging_policy}", folder, database_url),
+            logging_policy=logging_policy,
+            targets=TARGETS,
+            progress=update,
+        )
+    data = report.to_json()
+    if out is not None:
+        (out / "replay.json").write_text(json.dumps(data, indent=2))
+    if fmt == "json":
+        print_json(data)
+        return
+    print_table(
+        f"Off-policy replay on {report.decisions:,} decisions logged by {logging_policy} "
+        f"({spec.name}, {days} days): value per decision relative to sending nothing",
+        ["estimator", "target", "true value", "mean estimate", "bias", "rmse", "coverage"],
+        [
+            (
+                r["estimator"],
+                r["target"],
+                f"{r['true_value']:+.3f}",
+                f"{r['mean_estimate']:+.3f}",
+                f"{r['bias']:+.3f}",
+                f"{r['rmse']:.3f}",
+                f"{r['coverage']:.0%} of {r['slices']}",
+            )
+            for r in report.rows()
+        ],
+        justify={c: "right" for c in ("true value", "mean estimate", "bias", "rmse")},
+    )
