@@ -17,10 +17,7 @@ orch run --date 2026-11-01
 orch explain C000042 --date 2026-11-01
 orch export --date 2026-11-01 --channel email out/sends-2026-11-01.csv
 orch audit
-echo "== learning and uplift on a simulated month (a shop whose true uplift is known)"
-rm -f out/simulation.db*
-python -m simulations.replay --database-url sqlite:///out/simulation.db --customers 2000 --days 21
-orch --database-url sqlite:///out/simulation.db policy list
-orch --database-url sqlite:///out/simulation.db report uplift --by lifecycle
-orch --database-url sqlite:///out/simulation.db report uplift --format html --out out/uplift.html
-echo "== open out/uplift.html in a browser; the send list is out/sends-2026-11-01.csv"
+echo "== does the bandit beat the marketer? A simulated shop, day by day (\`orch demo\`)"
+orch demo --out out/demo
+orch --database-url sqlite:///out/demo/lints.db policy list
+echo "== open out/demo/report.html in a browser; the send list is out/sends-2026-11-01.csv"
