@@ -88,7 +88,7 @@ class LinearTS(Policy):
         self,
         *,
         ridge: float | None = None,
-        exploration: float = 1.0,
+        exploration: float = 0.5,
         n_draws: int = 16,
         epsilon: float = 0.05,
         draw_per: str = "customer",
@@ -492,7 +492,7 @@ class _Posterior:
         log_ridge: tuple[float, float] | None = None,
     ) -> None:
         self.mean, self.draws, self.x_map, self.a_map = mean, draws, x_map, a_map
-        # log10 of the ridges the evidence chose: (action levels, interactions)
+        # log10 of the ridges the evidence chose: (levels, interactions)
         self.log_ridge = log_ridge
 
     @classmethod
@@ -518,8 +518,10 @@ class _Posterior:
         pooled = gram.sum(axis=0)
         x_map = _standardizer(pooled[0, 1:] / n, np.diag(pooled)[1:] / n)
         a_raw = np.concatenate([np.ones((len(keys), 1)), keys], axis=1)
-        a_mean = counts @ keys / n
-        a_map = _standardizer(a_mean, counts @ keys**2 / n)
+        # Action features are scaled, not centred: zero is "send nothing" (rewards are
+        # incremental over no contact), and that is what shrinkage should pull an action to,
+        # not the average action (with which sending nothing would look as good as anything).
+        a_map = _standardizer(np.zeros(keys.shape[1]), counts @ keys**2 / n)
         g = np.einsum("pi,jik,qk->jpq", x_map, gram, x_map, optimize=True)
         h = xr @ x_map.T
         a = a_raw @ a_map.T
@@ -528,22 +530,20 @@ class _Posterior:
         precision = (g.reshape(len(g), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
         precision = precision.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
         rhs = (h.T @ a).ravel()
-        # Three kinds of coefficient, three priors. A customer feature's own level (``x ⊗ 1``)
-        # never changes a choice: a weak prior. An action's own level (``1 ⊗ a``: what it
-        # earns on average) and the customer-by-action interactions (thousands of them: the
-        # personalization, and the overfitting) each get a ridge that ``ridge`` fixes (for
-        # the interactions; action levels then get 1) or the evidence chooses.
-        kind = np.full((dx, da), 2)  # 2: interaction
-        kind[0, 1:] = 1  # action level
-        kind[:, 0] = 0  # customer level (and the global level at [0, 0])
+        # Two kinds of coefficient, two priors, both centred on zero (no value over sending
+        # nothing): levels (the global one, each action's own ``1 ⊗ a``, each customer
+        # feature's ``x ⊗ 1``) and the customer-by-action interactions (thousands of them: the
+        # personalization, and the overfitting). ``ridge`` fixes the interactions' (levels then
+        # get 1); without it the evidence chooses both.
+        kind = np.ones((dx, da), dtype=np.int64)  # 1: interaction
+        kind[0, :] = kind[:, 0] = 0  # 0: a level
         kind = kind.ravel()
         base_diag = precision[np.diag_indices_from(precision)].copy()
 
-        def fit(e_action: float, e_inter: float) -> tuple[float, Any, Any, Any]:
+        def fit(e_level: float, e_inter: float) -> tuple[float, Any, Any, Any]:
             """(-2 log evidence up to a constant, Cholesky factor, mean, prior) with ridges
-            ``10**e_action`` on action levels and ``10**e_inter`` on interactions."""
-            prior = np.choose(kind, [1.0, 10.0**e_action, 10.0**e_inter])
-            prior[0] = 1e-6  # the global level: nearly flat, it never changes the argmax
+            ``10**e_level`` on levels and ``10**e_inter`` on interactions."""
+            prior = np.where(kind == 0, 10.0**e_level, 10.0**e_inter)
             precision[np.diag_indices_from(precision)] = base_diag + prior
             chol = scipy.linalg.cholesky(precision, lower=True)
             mean = scipy.linalg.cho_solve((chol, True), rhs)

@@ -168,21 +168,25 @@ def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
         sd = ref.std(axis=0)
         return (v - ref.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
+    def scale(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Action features are scaled by their root mean square, not centred."""
+        rms = np.sqrt((ref**2).mean(axis=0))
+        return v / np.where(rms > 0, rms, 1.0)
+
     x64, logged = x.astype(np.float64), FEATURES[a]
 
     def phi(xs: np.ndarray, feats: np.ndarray) -> np.ndarray:
         zx = np.column_stack([np.ones(len(xs)), standardize(xs, x64)])
-        za = np.column_stack([np.ones(len(feats)), standardize(feats, logged)])
+        za = np.column_stack([np.ones(len(feats)), scale(feats, logged)])
         return np.einsum("ip,iq->ipq", zx, za).reshape(len(xs), -1)
 
     design = phi(x64, logged)
-    # Interactions get ``ridge``; main effects (first row and column of the Kronecker
-    # layout) a unit prior; the global level is nearly flat.
+    # Interactions get ``ridge``; levels (first row and column of the Kronecker layout) a
+    # unit prior.
     d1, k1 = x.shape[1] + 1, FEATURES.shape[1] + 1
     main = np.zeros((d1, k1), dtype=bool)
     main[0, :] = main[:, 0] = True
     penalty = np.where(main.ravel(), 1.0, 2.0)
-    penalty[0] = 1e-6
     theta = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ r)
     probe = x64[:20]
     expected = np.column_stack(
