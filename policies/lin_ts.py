@@ -63,6 +63,7 @@ from policies.base import (
 
 _DTYPES = ("float32", "float64")
 _DRAW_PER = ("customer", "batch")
+RESEARCH_EVERY = 7  # updates between two searches of the evidence's ridges
 _CACHE_SCORES = 1 << 19  # float32 scores per chunk: 2 MB
 
 
@@ -412,6 +413,9 @@ class LinearTS(Policy):
                 n_draws=self.n_draws,
                 rng=np.random.default_rng([self.seed, self._n_updates]),
                 start=self._log_ridge,
+                # The evidence moves slowly: searched again every RESEARCH_EVERY updates,
+                # otherwise the last choice is kept (one factorization instead of several).
+                search=self._log_ridge is None or self._n_updates % RESEARCH_EVERY == 0,
             )
             self._log_ridge = self._fit.log_ridge
         return self._fit
@@ -509,6 +513,7 @@ class _Posterior:
         n_draws: int,
         rng: np.random.Generator,
         start: tuple[float, float] | None = None,
+        search: bool = True,
     ) -> _Posterior:
         import scipy.linalg  # only when a model is solved: keeps `import policies` light
 
@@ -573,7 +578,7 @@ class _Posterior:
             else:
                 best = start
                 at(best)
-            for _ in range(12):
+            for _ in range(12 if search else 0):
                 moves = [
                     (best[0] + d0, best[1] + d1)
                     for d0, d1 in ((-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5))
