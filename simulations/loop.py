@@ -158,14 +158,14 @@ def simulate(
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         jobs = {
-            name: (spec, name, n, n_days, seed, _database_for(name, folder, database_url))
+            name: (spec, name, n, n_days, seed, database_for(name, folder, database_url))
             for name in dict.fromkeys(policies)
         }
         runs = _run_all(jobs, workers, progress)
     return SimulationResult(spec.name, n, n_days, seed, measure_from, runs)
 
 
-def _database_for(name: str, folder: Path, url: str | None) -> str:
+def database_for(name: str, folder: Path, url: str | None) -> str:
     slug = name.replace("-", "_")
     if url is None or url.startswith("sqlite"):
         path = folder / f"{slug}.db"
@@ -274,14 +274,7 @@ def run_contender(
         init_schema(engine)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            plan_path = folder / "plan.yaml"
-            plan_path.write_text(yaml.safe_dump(plan_data, sort_keys=False))
-            admin.apply_plan_file(engine, plan_path, actor="simulation")
-            rows = world.customer_rows()
-            if name == "oracle":
-                rows = [{**r, ROW_ATTRIBUTE: i} for i, r in enumerate(rows)]
-            import_customers(engine, _write_csv(folder / "customers.csv", rows))
-            import_events(engine, _write_csv(folder / "history.csv", world.history_events()))
+            load_world(engine, world, plan_data, folder, row_attribute=name == "oracle")
             for offset in range(days):
                 day = spec.start + timedelta(days=offset)
                 live.day = day
@@ -297,6 +290,27 @@ def run_contender(
         engine.dispose()
     run.seconds = time.perf_counter() - started
     return run
+
+
+def load_world(
+    engine: sa.Engine,
+    world: World,
+    plan_data: dict[str, Any],
+    folder: Path,
+    *,
+    row_attribute: bool = False,
+) -> None:
+    """Apply the contender's plan and import the world's customers and past purchases, as a
+    user would (`orch plan apply`, `orch customers import`, `orch events import`); with
+    ``row_attribute`` each customer also carries its row in the world (for the oracle)."""
+    plan_path = folder / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(plan_data, sort_keys=False))
+    admin.apply_plan_file(engine, plan_path, actor="simulation")
+    rows = world.customer_rows()
+    if row_attribute:
+        rows = [{**r, ROW_ATTRIBUTE: i} for i, r in enumerate(rows)]
+    import_customers(engine, _write_csv(folder / "customers.csv", rows))
+    import_events(engine, _write_csv(folder / "history.csv", world.history_events()))
 
 
 def _one_day(

@@ -50,13 +50,10 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-import yaml
 
-from orchestrator import admin
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.errors import InputError
 from orchestrator.export import export_send_list
-from orchestrator.imports.customers import import_customers
 from orchestrator.imports.events import import_events
 from orchestrator.learning.baseline import baseline_from_days
 from orchestrator.learning.evaluate import Stacked, stack, static_ranking_dist
@@ -70,7 +67,14 @@ from orchestrator.segments.refresh import refresh_segments
 from orchestrator.storage.db import init_schema, make_engine
 from orchestrator.storage.run_repo import load_contexts
 from simulations.contenders import register_world, unregister_world
-from simulations.loop import LEARNERS, DayProgress, _write_csv, best_single, contender_plan
+from simulations.loop import (
+    LEARNERS,
+    DayProgress,
+    _write_csv,
+    best_single,
+    contender_plan,
+    load_world,
+)
 from simulations.scenario import Scenario
 from simulations.world import World
 
@@ -284,12 +288,7 @@ def _log_with_truth(
         init_schema(engine)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            plan_path = folder / "plan.yaml"
-            plan_path.write_text(yaml.safe_dump(plan_data, sort_keys=False))
-            admin.apply_plan_file(engine, plan_path, actor="simulation")
-            rows = world.customer_rows()
-            import_customers(engine, _write_csv(folder / "customers.csv", rows))
-            import_events(engine, _write_csv(folder / "history.csv", world.history_events()))
+            load_world(engine, world, plan_data, folder)
             for offset in range(days):
                 day = spec.start + timedelta(days=offset)
                 live.day = day

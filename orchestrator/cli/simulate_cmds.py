@@ -35,6 +35,22 @@ def _progress_bars(names: list[str], days: int) -> Any:
     return progress, update
 
 
+def _simulate_with_progress(spec: Any, names: list[str], n_days: int, **options: Any) -> Any:
+    """Run the loop with a progress bar per contender; keep results.json and the learning
+    curve in ``out_dir`` when there is one."""
+    from simulations.loop import simulate as run_simulation
+    from simulations.plot import learning_curve
+
+    progress, update = _progress_bars(names, n_days)
+    with progress:
+        result = run_simulation(spec, names, progress=update, **options)
+    out = options.get("out_dir")
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(result.to_json(), indent=2))
+        learning_curve(result, out / "learning_curve.png")
+    return result
+
+
 def comparison_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Rows of the comparison table from ``SimulationResult.to_json()``."""
     pols = data["policies"]
@@ -121,7 +137,6 @@ def simulate(
 ) -> None:
     """Run contenders through the closed loop on a simulated world and compare them."""
     from simulations.loop import CONTENDERS
-    from simulations.loop import simulate as run_simulation
     from simulations.scenario import load_scenario
 
     if fmt not in FORMATS:
@@ -137,26 +152,19 @@ def simulate(
     if replay:
         _replay(spec, (policies or ["uniform"])[0], customers, n_days, seed, database_url, out, fmt)
         return
-    progress, update = _progress_bars(names, n_days)
-    with progress:
-        result = run_simulation(
-            spec,
-            names,
-            customers=customers,
-            days=days,
-            seed=seed,
-            measure_from=measure_from,
-            database_url=database_url,
-            out_dir=out,
-            workers=workers,
-            progress=update,
-        )
+    result = _simulate_with_progress(
+        spec,
+        names,
+        n_days,
+        customers=customers,
+        days=days,
+        seed=seed,
+        measure_from=measure_from,
+        database_url=database_url,
+        out_dir=out,
+        workers=workers,
+    )
     data = result.to_json()
-    if out is not None:
-        from simulations.plot import learning_curve
-
-        (out / "results.json").write_text(json.dumps(data, indent=2))
-        learning_curve(result, out / "learning_curve.png")
     if fmt == "json":
         print_json(data)
         return
@@ -240,8 +248,6 @@ def demo(
     from orchestrator.reports.uplift import uplift_report
     from orchestrator.storage.db import make_engine
     from simulations.loop import LEARNERS
-    from simulations.loop import simulate as run_simulation
-    from simulations.plot import learning_curve
     from simulations.scenario import load_scenario
 
     if policy not in LEARNERS:
@@ -253,21 +259,11 @@ def demo(
         f"simulating {customers:,} customers of the '{spec.name}' world for {days} days: "
         f"{', '.join(names)}, each on its own database in {out}"
     )
-    progress, update = _progress_bars(names, days)
-    with progress:
-        result = run_simulation(
-            spec,
-            names,
-            customers=customers,
-            days=days,
-            seed=seed,
-            out_dir=out,
-            workers=workers,
-            progress=update,
-        )
+    result = _simulate_with_progress(
+        spec, names, days, customers=customers, days=days, seed=seed, out_dir=out, workers=workers
+    )
     data = result.to_json()
-    (out / "results.json").write_text(json.dumps(data, indent=2))
-    curve = learning_curve(result, out / "learning_curve.png")
+    curve = out / "learning_curve.png"
     print_comparison(data)
     engine = make_engine(result.runs[policy].database_url)
     as_of = spec.start + timedelta(days=days)
@@ -293,7 +289,7 @@ def _replay(
     fmt: str,
 ) -> None:
     """`orch simulate --replay`: OPE estimators against the truth on one simulation's logs."""
-    from simulations.loop import _database_for
+    from simulations.loop import database_for
     from simulations.ope_replay import TARGETS, replay_logged
 
     folder = out or Path(tempfile.mkdtemp(prefix="orch-replay-"))
@@ -305,7 +301,7 @@ def _replay(
             customers=customers or spec.customers,
             days=days,
             seed=spec.seed if seed is None else seed,
-            database_url=_database_for(f"replay_{logging_policy}", folder, database_url),
+            database_url=database_for(f"replay_{logging_policy}", folder, database_url),
             logging_policy=logging_policy,
             targets=TARGETS,
             progress=update,
