@@ -96,6 +96,13 @@ class Policy(ABC):
     ) -> None:
         """Learn from logged ``(context, action, reward, propensity)``."""
 
+    @classmethod
+    def params_from_rewards(cls, rewards: np.ndarray) -> dict[str, Any]:
+        """Constructor arguments a first version derives from its first rewards ``(n,)`` (the
+        learning loop fixes them then, unless the plan sets them); default: none."""
+        del rewards
+        return {}
+
     def set_feature_names(self, names: Sequence[str]) -> None:
         """Tell the policy what its context columns are (the engine calls it); default: ignore."""
         del names

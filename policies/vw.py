@@ -128,6 +128,12 @@ class VowpalPolicy(Policy):
             "extra_args": list(self.extra_args),
         }
 
+    @classmethod
+    def params_from_rewards(cls, rewards: np.ndarray) -> dict[str, Any]:
+        """Money in, costs of order one out (what VW's explorers assume): ``reward_scale`` is
+        the standard deviation of the first rewards."""
+        return {"reward_scale": float(max(np.std(rewards), 1e-6))} if len(rewards) else {}
+
     def _arguments(self) -> list[str]:
         args = ["--cb_explore_adf", "--quiet", "--save_resume", "-q", "ca"]
         args += ["-b", str(self.bits), "--random_seed", str(self.seed), "--cb_type", self.cb_type]

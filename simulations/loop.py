@@ -54,6 +54,7 @@ EVENT_COLUMNS = ("event_id", "customer_id", "occurred_at", "type", "amount", "di
 
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DayProgress = Callable[[str, int, int], None]  # contender, days done, days in all
+DayHook = Callable[[sa.Engine, date], None]  # after the day's run, before the world steps
 
 
 @dataclass
@@ -261,10 +262,14 @@ def run_contender(
     database_url: str,
     *,
     progress: DayProgress | None = None,
+    world: World | None = None,
+    on_decided: DayHook | None = None,
 ) -> ContenderRun:
-    """One contender through the whole closed loop on a fresh database at ``database_url``."""
+    """One contender through the whole closed loop on a fresh database at ``database_url``
+    (on ``world`` if given, else a new one); ``on_decided`` sees each day's decisions before
+    the world answers them."""
     started = time.perf_counter()
-    world = World(spec, customers=customers, seed=seed)
+    world = world or World(spec, customers=customers, seed=seed)
     token = f"{spec.name}:{name}:{os.getpid()}"
     plan_data = contender_plan(spec, name, world, token)
     live = register_world(token, world, Plan.model_validate(plan_data), spec.start)
@@ -278,7 +283,7 @@ def run_contender(
             for offset in range(days):
                 day = spec.start + timedelta(days=offset)
                 live.day = day
-                _one_day(engine, world, run, day, folder, learning=name in LEARNERS)
+                _one_day(engine, world, run, day, folder, name in LEARNERS, on_decided)
                 if progress:
                     progress(name, offset + 1, days)
         with engine.connect() as conn:
@@ -309,15 +314,23 @@ def load_world(
     rows = world.customer_rows()
     if row_attribute:
         rows = [{**r, ROW_ATTRIBUTE: i} for i, r in enumerate(rows)]
-    import_customers(engine, _write_csv(folder / "customers.csv", rows))
-    import_events(engine, _write_csv(folder / "history.csv", world.history_events()))
+    import_customers(engine, write_csv(folder / "customers.csv", rows))
+    import_events(engine, write_csv(folder / "history.csv", world.history_events()))
 
 
 def _one_day(
-    engine: sa.Engine, world: World, run: ContenderRun, day: date, folder: Path, *, learning: bool
+    engine: sa.Engine,
+    world: World,
+    run: ContenderRun,
+    day: date,
+    folder: Path,
+    learning: bool,
+    on_decided: DayHook | None,
 ) -> None:
     refresh_segments(engine, as_of=day - timedelta(days=1))
     report = run_daily(engine, day=day)
+    if on_decided is not None:
+        on_decided(engine, day)
     sends_path = folder / "sends.csv"
     export_send_list(engine, day=day, out=sends_path)
     with sends_path.open(newline="") as f:
@@ -332,14 +345,14 @@ def _one_day(
     run.decisions.append(report.decided)
     events = world.step(day, ids, labels)
     if events:
-        import_events(engine, _write_csv(folder / "events.csv", events))
+        import_events(engine, write_csv(folder / "events.csv", events))
     if learning:
         learned = learn(engine, as_of=day + timedelta(days=1), actor="simulation")
         if learned.promoted:
             run.promotions.append(len(run.value) - 1)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     columns = list(rows[0]) if rows else list(EVENT_COLUMNS)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -37,9 +37,7 @@ measures, not ones it corrects.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -53,27 +51,22 @@ import sqlalchemy as sa
 
 from orchestrator.engine.actions import NO_SEND_LABEL
 from orchestrator.errors import InputError
-from orchestrator.export import export_send_list
 from orchestrator.imports.events import import_events
 from orchestrator.learning.baseline import baseline_from_days
 from orchestrator.learning.evaluate import Stacked, stack, static_ranking_dist
-from orchestrator.learning.learn import learn
 from orchestrator.learning.logged import LoggedDay, keep, load_logged
 from orchestrator.measure.ope import Estimate, paired_difference
 from orchestrator.plan import Plan
 from orchestrator.rewards import mature_rewards
-from orchestrator.run import run_daily
-from orchestrator.segments.refresh import refresh_segments
-from orchestrator.storage.db import init_schema, make_engine
+from orchestrator.storage.db import make_engine
 from orchestrator.storage.run_repo import load_contexts
-from simulations.contenders import register_world, unregister_world
 from simulations.loop import (
     LEARNERS,
     DayProgress,
-    _write_csv,
     best_single,
     contender_plan,
-    load_world,
+    run_contender,
+    write_csv,
 )
 from simulations.scenario import Scenario
 from simulations.world import World
@@ -240,9 +233,11 @@ def replay_logged(
     # Both need the world on its first day, before anything is stepped.
     best = best_single(world, spec)
     static_plan = Plan.model_validate(contender_plan(spec, "static", world, "-"))
+    truth = _log_with_truth(
+        world, spec, logging_policy, customers, days, seed, database_url, progress
+    )
     engine = make_engine(database_url)
     try:
-        truth = _log_with_truth(engine, world, spec, logging_policy, days, progress)
         logged = keep(
             load_logged(engine, salt=static_plan.settings.salt, holdout_fraction=0.0),
             lambda d: d.by_policy,
@@ -271,74 +266,56 @@ def replay_logged(
 
 
 def _log_with_truth(
-    engine: sa.Engine,
     world: World,
     spec: Scenario,
     name: str,
+    customers: int,
     days: int,
+    seed: int,
+    database_url: str,
     progress: DayProgress | None,
 ) -> dict[date, DayTruth]:
-    """Run ``name`` through the loop as ``run_contender`` does; return each date's truth."""
-    token = f"{spec.name}:replay-{name}:{os.getpid()}"
-    plan_data = contender_plan(spec, name, world, token)
-    plan = Plan.model_validate(plan_data)
-    live = register_world(token, world, plan, spec.start)
+    """Run ``name`` through the closed loop (``run_contender``), recording each date's truth;
+    then let the world go on without sends until the last window has closed."""
     truth: dict[date, DayTruth] = {}
+
+    def record(engine: sa.Engine, day: date) -> None:
+        # The truth is of the world as it is before today's sends are registered.
+        with engine.connect() as conn:
+            ctx = load_contexts(conn, [day]).get(day)
+        if ctx is not None and ctx.row_of:
+            ids = list(ctx.row_of)  # in row order
+            values = world.expected_incremental(day, world.rows_of(ids), ctx.actions)
+            truth[day] = DayTruth(dict(ctx.row_of), list(ctx.actions), values)
+
+    run_contender(
+        spec,
+        name,
+        customers,
+        days,
+        seed,
+        database_url,
+        progress=progress,
+        world=world,
+        on_decided=record,
+    )
+    plan = spec.plan_model()
+    longest = max(
+        [c.measurement_days for c in plan.campaigns] + [plan.settings.no_send_measurement_days]
+    )
+    # No reward is cut short: the world steps on, sending nothing, past the last window.
+    tail: list[dict[str, Any]] = []
+    for offset in range(days, days + longest):
+        tail += world.step(spec.start + timedelta(days=offset), [], [])
+    engine = make_engine(database_url)
     try:
-        init_schema(engine)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            load_world(engine, world, plan_data, folder)
-            for offset in range(days):
-                day = spec.start + timedelta(days=offset)
-                live.day = day
-                day_truth = _one_day(engine, world, day, folder, learning=name in LEARNERS)
-                if day_truth is not None:
-                    truth[day] = day_truth
-                if progress:
-                    progress(name, offset + 1, days)
-            # Step on, sending nothing, until the last window closes: no reward is cut short.
-            longest = max(
-                [c.measurement_days for c in plan.campaigns]
-                + [plan.settings.no_send_measurement_days]
-            )
-            tail: list[dict[str, Any]] = []
-            for offset in range(days, days + longest):
-                tail += world.step(spec.start + timedelta(days=offset), [], [])
-            if tail:
-                import_events(engine, _write_csv(folder / "tail.csv", tail))
+        if tail:
+            with tempfile.TemporaryDirectory() as tmp:
+                import_events(engine, write_csv(Path(tmp) / "tail.csv", tail))
         mature_rewards(engine, as_of=spec.start + timedelta(days=days + longest))
     finally:
-        unregister_world(token)
+        engine.dispose()
     return truth
-
-
-def _one_day(
-    engine: sa.Engine, world: World, day: date, folder: Path, *, learning: bool
-) -> DayTruth | None:
-    """One day of the loop (as ``simulations.loop``); return the truth of its decisions."""
-    refresh_segments(engine, as_of=day - timedelta(days=1))
-    run_daily(engine, day=day)
-    sends_path = folder / "sends.csv"
-    export_send_list(engine, day=day, out=sends_path)
-    with sends_path.open(newline="") as f:
-        sends = [
-            (r["customer_id"], f"{r['campaign_id']}/{r['treatment_id']}") for r in csv.DictReader(f)
-        ]
-    # The truth is of the world as it is before today's sends are registered.
-    with engine.connect() as conn:
-        ctx = load_contexts(conn, [day]).get(day)
-    day_truth = None
-    if ctx is not None and ctx.row_of:
-        ids = list(ctx.row_of)  # in row order
-        values = world.expected_incremental(day, world.rows_of(ids), ctx.actions)
-        day_truth = DayTruth(dict(ctx.row_of), list(ctx.actions), values)
-    events = world.step(day, [s[0] for s in sends], [s[1] for s in sends])
-    if events:
-        import_events(engine, _write_csv(folder / "events.csv", events))
-    if learning:
-        learn(engine, as_of=day + timedelta(days=1), actor="simulation")
-    return day_truth
 
 
 # --- estimates against the truth ----------------------------------------------------------

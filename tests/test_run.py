@@ -279,7 +279,10 @@ def test_propensity_splits_into_policy_probability_and_split_share(ready: sa.Eng
     with Session(ready) as s:
         rows = list(s.exec(select(Decision)))
     for d in rows:
-        expected = 1.0 if d.campaign_id is None else (
-            cf[d.campaign_id] if d.group == "control" else 1 - cf[d.campaign_id])
+        expected = (
+            1.0
+            if d.campaign_id is None
+            else (cf[d.campaign_id] if d.group == "control" else 1 - cf[d.campaign_id])
+        )
         assert abs(d.split_share - expected) < 1e-12
         assert 0 < d.propensity / d.split_share <= 1 + 1e-12

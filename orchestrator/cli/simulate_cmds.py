@@ -13,6 +13,16 @@ from orchestrator.cli.common import console, err_console, print_json, print_tabl
 from orchestrator.errors import InputError
 
 FORMATS = ("table", "json")
+COMPARISON_COLUMNS = (
+    "policy",
+    "per customer-day",
+    "total",
+    "of oracle",
+    "vs best single",
+    "vs static",
+    "1st promotion",
+    "sends/day",
+)
 
 
 def _progress_bars(names: list[str], days: int) -> Any:
@@ -88,16 +98,7 @@ def print_comparison(data: dict[str, Any]) -> None:
     print_table(
         f"{data['scenario']}: {data['customers']:,} customers, days {lo}-{hi} of {data['days']} "
         f"(seed {data['seed']}); true incremental value of what each policy sent",
-        [
-            "policy",
-            "per customer-day",
-            "total",
-            "of oracle",
-            "vs best single",
-            "vs static",
-            "1st promotion",
-            "sends/day",
-        ],
+        COMPARISON_COLUMNS,
         comparison_rows(data),
         justify={c: "right" for c in ("per customer-day", "total", "of oracle", "sends/day")},
     )
@@ -199,16 +200,6 @@ def comparison_html(data: dict[str, Any], curve_png: bytes) -> str:
 
     from orchestrator.reports.html import img
 
-    head = [
-        "policy",
-        "per customer-day",
-        "total",
-        "of oracle",
-        "vs best single",
-        "vs static",
-        "1st promotion",
-        "sends/day",
-    ]
     cells = "".join(
         "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>"
         for row in comparison_rows(data)
@@ -221,7 +212,7 @@ def comparison_html(data: dict[str, Any], curve_png: bytes) -> str:
         + f"<p class='notes'>True incremental value of what each policy sent (the world knows "
         f"it), days {lo} to {hi}; the oracle sends the truly best action under the same "
         "rules.</p><table><thead><tr>"
-        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "".join(f"<th>{escape(h)}</th>" for h in COMPARISON_COLUMNS)
         + f"</tr></thead><tbody>{cells}</tbody></table></section>"
     )
 

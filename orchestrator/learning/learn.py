@@ -9,7 +9,7 @@ promoted when the plan's rule says so.
 
 from __future__ import annotations
 
-import inspect
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +38,6 @@ from orchestrator.storage.db import require_schema, session_scope
 from orchestrator.storage.models import PolicyVersion
 from orchestrator.storage.plan_repo import read_plan
 from policies import POLICIES, Policy
-
-
-def policy_args(kind: str) -> set[str]:
-    """The constructor arguments of policy ``kind``."""
-    return set(inspect.signature(POLICIES[kind]).parameters) if kind in POLICIES else set()
 
 
 @dataclass
@@ -102,29 +97,38 @@ def training_arrays(
     return out
 
 
-def _train(
-    policy: Policy, days: list[LoggedDay], names: list[str], baseline: Baseline | None = None
-) -> int:
-    """One ``update`` with everything new (a learning step is one update: forgetting policies
-    count their half-lives in steps)."""
+def merged_batch(
+    days: list[LoggedDay], names: list[str], baseline: Baseline | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Everything new as one batch ``(contexts, action_features, actions, rewards,
+    propensities)`` over one action table (identical feature rows, the same action, merge);
+    None when there is nothing. A learning step is one ``update``: forgetting policies count
+    their half-lives in steps."""
     parts = training_arrays(days, names, baseline=baseline)
     if not parts:
-        return 0
-    # One action table for all the days: identical feature rows (the same action) merge.
+        return None
     table, inverse = np.unique(np.vstack([p[1] for p in parts]), axis=0, return_inverse=True)
     inverse = inverse.ravel()
     offsets = np.cumsum([0] + [len(p[1]) for p in parts])
-    actions = np.concatenate([inverse[offsets[i] + p[2]] for i, p in enumerate(parts)]).astype(
-        np.int64
-    )
-    policy.update(
+    actions = np.concatenate([inverse[offsets[i] + p[2]] for i, p in enumerate(parts)])
+    return (
         np.vstack([p[0] for p in parts]),
         table,
-        actions,
+        actions.astype(np.int64),
         np.concatenate([p[3] for p in parts]),
         np.concatenate([p[4] for p in parts]),
     )
-    return len(actions)
+
+
+def train(
+    policy: Policy, days: list[LoggedDay], names: list[str], baseline: Baseline | None = None
+) -> int:
+    """Update ``policy`` once with the days' decisions; return how many it learned from."""
+    batch = merged_batch(days, names, baseline)
+    if batch is None:
+        return 0
+    policy.update(*batch)
+    return len(batch[2])
 
 
 def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | None:
@@ -155,37 +159,35 @@ def learn(
     longest = max(
         [c.measurement_days for c in plan.campaigns] + [plan.settings.no_send_measurement_days]
     )
-    recent: list[LoggedDay] = []
-    cache: dict[str, Baseline | None] = {}
+
+    @functools.cache
+    def period() -> tuple[list[LoggedDay], Baseline | None]:
+        """The latest period's logs and their no-contact baseline (loaded once, when needed)."""
+        newest = latest_matured_run_date(engine, until=as_of)
+        if newest is None:
+            return [], None
+        recent = load_logged(
+            engine,
+            salt=plan.settings.salt,
+            holdout_fraction=settings.evaluation_holdout,
+            since=newest - timedelta(days=eval_days + longest),
+            until=as_of,
+        )
+        if not recent:
+            return [], None
+        return recent, baseline_from_days(keep(recent, lambda d: ~d.holdout), recent[-1].names)
 
     def baseline() -> Baseline | None:
-        """The no-contact baseline on the latest period (loaded once, only when needed)."""
-        if "value" not in cache:
-            newest = latest_matured_run_date(engine, until=as_of)
-            if newest is not None:
-                recent.extend(
-                    load_logged(
-                        engine,
-                        salt=plan.settings.salt,
-                        holdout_fraction=settings.evaluation_holdout,
-                        since=newest - timedelta(days=eval_days + longest),
-                        until=as_of,
-                    )
-                )
-            cache["value"] = (
-                baseline_from_days(keep(recent, lambda d: ~d.holdout), recent[-1].names)
-                if recent
-                else None
-            )
-        return cache["value"]
+        return period()[1]
 
     with session_scope(engine) as session:
-        candidate = _step(engine, session, plan, kind, "candidate", report, baseline)
-        if candidate is not None:
-            _gate(session, plan, candidate, report, recent, baseline(), actor, eval_days)
+        trained = _step(engine, session, plan, kind, "candidate", report, baseline)
+        if trained is not None:
+            candidate, policy = trained
+            _gate(session, plan, candidate, policy, report, *period(), actor, eval_days)
         if settings.apprentice:
             app = _step(engine, session, plan, settings.apprentice, "apprentice", None, baseline)
-            report.apprentice_id = app.id if app is not None else None
+            report.apprentice_id = app[0].id if app is not None else None
     report.seconds = time.perf_counter() - started
     return report
 
@@ -198,8 +200,9 @@ def _step(
     status: str,
     report: LearnReport | None,
     baseline_of: Callable[[], Baseline | None],
-) -> PolicyVersion | None:
-    """Train the newest version of ``kind`` (candidate lineage, or apprentice) on new rewards."""
+) -> tuple[PolicyVersion, Policy] | None:
+    """Train the newest version of ``kind`` (candidate lineage, or apprentice) on new rewards;
+    return the version saved and the trained policy."""
     statuses = ("candidate", "active") if status == "candidate" else ("apprentice",)
     base = versions.latest(session, kind, statuses)
     params = (
@@ -224,16 +227,18 @@ def _step(
         return None
     names = list(params.get("context_names") or train[-1].names)
     params["context_names"] = names
-    baseline = baseline_of()
-    if base is None and "reward_scale" in policy_args(kind) and "reward_scale" not in params:
-        # Money in, costs of order one out (what VW's explorers assume): fixed at the first
-        # version so that later updates mean the same thing.
-        rewards = np.concatenate(
-            [r for *_, r, _ in training_arrays(train, names, baseline=baseline)]
-        )
-        params["reward_scale"] = float(max(np.std(rewards), 1e-6))
+    batch = merged_batch(train, names, baseline_of())
+    if batch is None:
+        if report is not None:
+            report.decision = "no new matured decisions to learn from"
+        return None
+    if base is None and kind in POLICIES:
+        # Settings a policy derives from the rewards (VW: their money scale) are fixed at the
+        # first version, so that later updates mean the same thing; the plan's win.
+        params = {**POLICIES[kind].params_from_rewards(batch[3]), **params}
     policy = versions.instantiate(kind, params, base.state if base else None)
-    n = _train(policy, train, names, baseline)
+    policy.update(*batch)
+    n = len(batch[2])
     version = versions.save(
         session,
         kind=kind,
@@ -249,13 +254,14 @@ def _step(
         session.add(base)
     if report is not None:
         report.trained_on, report.candidate_id = n, version.id
-    return version
+    return version, policy
 
 
 def _gate(
     session: Any,
     plan: Plan,
     candidate: PolicyVersion,
+    trained: Policy,
     report: LearnReport,
     recent: list[LoggedDay],
     baseline: Baseline | None,
@@ -276,17 +282,19 @@ def _gate(
         return
     rewards = [baseline.incremental(d) if baseline is not None else d.reward for d in holdout]
     stacked = stack(holdout, rewards)
-    contenders = {"candidate": candidate, "active": current}
+    # The candidate is the policy just trained (no reload of its state).
     dists = {
-        label: policy_dist(
+        "candidate": policy_dist(
+            stacked, holdout, trained, candidate.params.get("context_names") or None
+        )
+    }
+    if current is not None:
+        dists["active"] = policy_dist(
             stacked,
             holdout,
-            versions.instantiate(v.kind, v.params, v.state),
-            v.params.get("context_names") or None,
+            versions.instantiate(current.kind, current.params, current.state),
+            current.params.get("context_names") or None,
         )
-        for label, v in contenders.items()
-        if v is not None
-    }
     results = estimates_of(stacked, holdout, dists)
     diff = paired_difference(
         stacked.reward,

@@ -29,7 +29,7 @@ from orchestrator.imports.problems import Problems
 from orchestrator.imports.source import read_source
 from orchestrator.learning import versions
 from orchestrator.learning.evaluate import evaluate_days
-from orchestrator.learning.learn import _train
+from orchestrator.learning.learn import train
 from orchestrator.learning.logged import LoggedDay, action_feature_table, in_holdout
 from orchestrator.storage.db import require_schema, session_scope
 from orchestrator.storage.plan_repo import read_plan
@@ -137,7 +137,7 @@ def import_logs(
     params = dict(plan.settings.policy.params if kind == plan.settings.policy.name else {})
     params["context_names"] = names
     policy = versions.instantiate(kind, params, None)
-    trained = _train(policy, [day.subset(~holdout)], names)
+    trained = train(policy, [day.subset(~holdout)], names)
     report = WarmStartReport(str(path), n, trained, int(holdout.sum()), kind, None, names)
     if holdout.any():
         results = evaluate_days([day.subset(holdout)], {"candidate": policy}, {"candidate": names})

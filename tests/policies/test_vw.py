@@ -118,3 +118,11 @@ def test_example_texts_are_plain_vw_format() -> None:
         )
     )
     assert everything[0].endswith("\n|a h0:1.0 h2:-0.1\n0:-2.5:0.5 |a ")
+
+
+def test_a_first_version_takes_its_cost_scale_from_the_rewards() -> None:
+    """Money rewards become costs of order one: the scale is their standard deviation."""
+    rewards = np.random.default_rng(3).normal(5.0, 25.0, 2000)
+    params = VowpalPolicy.params_from_rewards(rewards)
+    assert params == {"reward_scale": pytest.approx(float(np.std(rewards)))}
+    assert VowpalPolicy.params_from_rewards(np.zeros(0)) == {}
