@@ -59,6 +59,7 @@ import pylibvw  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.engine.actions import hash_features  # noqa: E402
+from orchestrator.engine.hashing import Draws  # noqa: E402
 from policies import POLICIES, Policy  # noqa: E402
 from policies.vw import VowpalPolicy  # noqa: E402
 
@@ -153,9 +154,7 @@ def choose(table: Table, name: str, policy: Policy, data: dict[str, Any], repeat
     n = len(data["contexts"])
 
     def run() -> None:
-        policy.choose(
-            data["contexts"], data["features"], data["eligible"], np.random.default_rng(1)
-        )
+        policy.choose(data["contexts"], data["features"], data["eligible"], Draws.seeded(n, 1))
 
     return table.add(name, "choose (score + sample)", n, best_of(repeats, run))
 
@@ -202,9 +201,7 @@ def lints_against_linucb(
     label, predict = linucb_predictor(data)
 
     def run_policy() -> None:
-        policy.choose(
-            data["contexts"], data["features"], data["eligible"], np.random.default_rng(1)
-        )
+        policy.choose(data["contexts"], data["features"], data["eligible"], Draws.seeded(n, 1))
 
     best = race({"lints": run_policy, "linucb": predict}, repeats)
     rate = table.add("lints", "choose (score + sample)", n, best["lints"])
@@ -236,7 +233,7 @@ def vw_against_bare_loops(
                 finish(vw, examples)
 
         def run_policy(rows: slice = rows) -> None:
-            policy.choose(contexts[rows], features, eligible[rows], np.random.default_rng(1))
+            policy.choose(contexts[rows], features, eligible[rows], Draws.seeded(len(contexts[rows]), 1))
 
         best = race({"policy": run_policy, "bare": low_level}, repeats)
         policy_time += best["policy"]

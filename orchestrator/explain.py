@@ -1,4 +1,8 @@
-"""`orch explain`: why a customer did or did not get each campaign on a date."""
+"""`orch explain`: why a customer did or did not get each campaign on a date.
+
+It runs the same core as the daily run (``decide_partition``) on one customer, and asks each
+stage of the registry (``engine.stages.STAGES``) to put its block in words.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from orchestrator.engine.history import open_windows
+from orchestrator.engine.partition import RunSpec, decide_partition, materialize
+from orchestrator.engine.stages import STAGES
 from orchestrator.errors import NotFound
-from orchestrator.run import decide_raw, default_seed, load_batch_history, prepare
+from orchestrator.run import load_batch_history, prepare
 from orchestrator.storage.db import require_schema, session_scope
-from orchestrator.storage.models import Decision
+from orchestrator.storage.models import Decision, Run
 from orchestrator.storage.run_repo import load_customers
 
 
@@ -56,10 +63,17 @@ class Explanation:
 
 
 def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanation:
-    """Replay the stages for one customer, with the reason behind every block."""
+    """Decide for one customer with the run's own core and spec, and say what each stage did.
+
+    A run of ``day`` that exists lends its spec (plan, policy state, seed), so the choice shown
+    is the one the run made; otherwise today's plan and policy decide, with the default seed."""
     require_schema(engine)
     with session_scope(engine) as session:
-        prepared = prepare(session, day)
+        run = session.exec(select(Run).where(col(Run.run_date) == day)).first()
+        if run is not None and run.spec:
+            prepared = materialize(RunSpec.from_json(bytes(run.spec)))
+        else:
+            prepared = prepare(session, day)
         logged_row = session.exec(
             select(Decision).where(
                 col(Decision.run_date) == day, col(Decision.customer_id) == customer_id
@@ -70,50 +84,22 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
         if not raw.ids:
             raise NotFound(f"no customer with id {customer_id!r}")
         history = load_batch_history(conn, prepared, raw.ids)
-    rng = np.random.default_rng(default_seed(prepared.plan.settings.salt, day))
-    dec = decide_raw(prepared, raw, history, rng, explain=True)
+    dec = decide_partition(prepared, raw, history, explain=True).decisions
     acts, setup = prepared.setup.actions, prepared.setup
     masks, rule_ok = dec.stage_masks, dec.rule_ok
+    batch = dec.batch
     assert rule_ok is not None and dec.scores is not None and dec.action_dist is not None
+    assert batch is not None
+    _, window_left = open_windows(history, 1)
 
-    vocab = history.campaign_vocab
-    sent = [
-        (vocab[c], day - timedelta(days=int(a)))
-        for c, a, s in zip(history.campaign, history.age, history.sent, strict=True)
-        if s and c >= 0
-    ]
     lines = []
     for ci, camp in enumerate(acts.campaigns):
         why: list[str] = []
         if not rule_ok[0, ci]:
             why.append(f"rule false: {camp.target}")
-        if masks["global_control"][0, ci]:
-            why.append("global control group (never contacted)")
-        if masks["window"][0, ci]:
-            until = day + timedelta(days=int(dec.window_left[0]))
-            why.append(f"measurement window of another campaign open until {until}")
-        if masks["cooldown"][0, ci]:
-            last = max(d for c, d in sent if c == camp.id)
-            why.append(f"cooldown: last sent {last}, {camp.cooldown_days} days")
-        if masks["exclusion"][0, ci]:
-            for x in setup.exclusions:
-                got = [d for c, d in sent if c == x.if_received and (day - d).days < x.days]
-                if x.exclude == camp.id and got:
-                    why.append(f"excluded by {x.if_received} received {max(got)} ({x.days} days)")
-        if masks["cap"][0, ci]:
-            for cap in setup.caps:
-                if cap.scope == "global" or cap.channel == camp.channel:
-                    used = sum(
-                        1
-                        for c, d in sent
-                        if (day - d).days < cap.per_days
-                        and (cap.scope == "global" or _channel(prepared, c) == cap.channel)
-                    )
-                    if used >= cap.max:
-                        scope = cap.channel or "all channels"
-                        why.append(
-                            f"cap reached: {used}/{cap.max} on {scope} in {cap.per_days} days"
-                        )
+        for stage in STAGES:
+            if masks[stage.name][0, ci]:
+                why += stage.why(setup, batch, 0, ci)
         line = CampaignLine(camp.id, camp.channel, camp.priority, not why, why)
         for a in np.flatnonzero(acts.campaign_of == ci).tolist():
             prob = float(dec.action_dist[0, a])
@@ -144,9 +130,7 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
         customer_id=customer_id,
         day=day,
         in_global_control=bool(dec.in_global_control[0]),
-        window_open_until=day + timedelta(days=int(dec.window_left[0]))
-        if dec.window_left[0] > 0
-        else None,
+        window_open_until=day + timedelta(days=int(window_left[0])) if window_left[0] > 0 else None,
         campaigns=lines,
         not_live=[
             f"{c.id} ({_not_live_reason(c, day)})"
@@ -157,11 +141,6 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
         would_choose=acts.label(int(dec.action[0])) if dec.action[0] >= 0 else None,
         no_send_probability=no_send_p,
     )
-
-
-def _channel(prepared: Any, campaign_id: str) -> str | None:
-    camp = prepared.plan.campaign(campaign_id)
-    return camp.channel if camp else None
 
 
 def _not_live_reason(camp: Any, day: date) -> str:

@@ -1,62 +1,56 @@
-"""The daily run: decide for every customer, batch by batch, and log each decision.
+"""The daily run: decide for every customer, partition by partition, and log each decision.
 
-A run is keyed by its date. Each batch is written in one transaction together with the run's
-resume point, so a run that died resumes after its last committed batch, with no customer decided
-twice and none skipped. Rerunning a finished date changes nothing unless forced.
+A run is keyed by its date. It first fixes what it decides with (the plan, the policy's state,
+the seed: a ``RunSpec``, stored in the run row, so a resumed run decides exactly as it started),
+then splits the customers into id ranges (``run_partition`` rows). Each partition is decided by
+the pure core (``engine.partition.decide_partition``) batch by batch, and each batch is written in
+one transaction together with its partition's resume point, so a run (or one worker of it) that
+died resumes after its last committed batch, with no customer decided twice and none skipped.
+The partitions run in this process, or on a Dask cluster (``orchestrator.distributed``); the run
+row is completed last. Rerunning a finished date changes nothing unless forced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator.engine.actions import ActionSet, build_actions
-from orchestrator.engine.columns import (
-    build_columns,
-    context_fields,
-    context_matrix,
-    context_names,
+from orchestrator.engine.actions import build_actions
+from orchestrator.engine.columns import context_names
+from orchestrator.engine.history import History, contact_feature_names
+from orchestrator.engine.partition import (
+    PartitionResult,
+    PolicySpec,
+    Prepared,
+    RunCounts,
+    RunSpec,
+    decide_partition,
+    materialize,
+    materialize_cached,
 )
-from orchestrator.engine.decide import (
-    GROUPS,
-    REASONS,
-    STAGES,
-    BatchDecisions,
-    BatchInput,
-    RunSetup,
-    decide_batch,
-)
-from orchestrator.engine.hashing import customer_keys
-from orchestrator.engine.history import (
-    contact_feature_names,
-    contact_features,
-    is_contact,
-    lookback_days,
-)
-from orchestrator.errors import InputError, PlanError, RuleError, RunInProgress
+from orchestrator.errors import InputError, PlanError, RunInProgress
 from orchestrator.features import rule_schema
 from orchestrator.learning import versions
-from orchestrator.learning.logged import align
 from orchestrator.plan import Plan, check_plan
-from orchestrator.rules import Rule
-from orchestrator.storage.db import require_schema, session_scope
+from orchestrator.storage.db import make_engine, require_schema, session_scope
 from orchestrator.storage.models import (
     Decision,
     DecisionContext,
     PolicyVersion,
     Reward,
     Run,
+    RunPartition,
     utcnow,
 )
 from orchestrator.storage.plan_repo import attribute_types, read_plan
@@ -66,11 +60,14 @@ from orchestrator.storage.run_repo import (
     insert_decisions,
     load_customers,
     load_history,
+    partition_bounds,
 )
-from policies import POLICIES, Policy
-from policies.cold_start import ColdStart
+from policies import POLICIES
+
+__all__ = ["Prepared", "RunReport", "prepare", "run_daily", "run_partition"]
 
 STALE_AFTER = timedelta(minutes=15)
+BATCH_STRIDE = 1_000_000  # logged batch number = partition * BATCH_STRIDE + batch in partition
 Progress = Callable[[int, int | None], None]
 
 
@@ -84,28 +81,16 @@ class RunReport:
     resumed_after_batches: int = 0
     seconds: float = 0.0
     policy_name: str = ""
+    partitions: int = 1
+    workers: int = 0  # 0: decided in this process
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-# --- setup shared by the run, the dry run and explain ----------------------------------------
+# --- what a run decides with ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Prepared:
-    plan: Plan
-    setup: RunSetup
-    schema: dict[str, str]
-    needed: frozenset[str]
-    context_names: tuple[str, ...]  # what is built and logged
-    policy_version_id: int | None
-    max_window: int
-    policy_names: tuple[str, ...] | None = None  # what the acting policy was trained on
-    apprentice: Policy | None = None
-    apprentice_names: tuple[str, ...] | None = None
-
-
-def prepare(session: Session, day: date) -> Prepared:
-    """Load the plan and policy for ``day`` and compile the live campaigns' rules."""
+def load_spec(session: Session, day: date, seed: int | None = None) -> RunSpec:
+    """The run's spec for ``day``: the stored plan, checked, and the policy to decide with."""
     plan = read_plan(session)
     attributes = {**attribute_types(session), **plan.attributes}
     try:
@@ -115,50 +100,32 @@ def prepare(session: Session, day: date) -> Prepared:
     except PlanError as exc:
         raise PlanError(f"the stored plan is no longer valid: {exc}") from None
     schema = rule_schema(attributes)
-    actions = build_actions(plan, day)
-    rules = []
-    for camp in actions.campaigns:
-        try:
-            rules.append(Rule.compile(camp.target, schema))
-        except RuleError as exc:
-            raise PlanError(f"campaign {camp.id!r} target: {exc}") from None
     # Contexts are built and logged whatever the policy: learners replay them later. The
     # customer's recent contacts are part of them, so a policy can learn that one more message
     # hurts.
     channels = sorted({c.channel for c in plan.campaigns})
     names = context_names(schema) + contact_feature_names(channels)
-    policy, version_id, policy_names = _load_policy(session, plan, names, actions)
-    apprentice, apprentice_names = _load_apprentice(session, plan, names)
-    needed = frozenset().union(
-        *(r.fields for r in rules), context_fields([n for n in names if not is_contact(n)])
-    )
-    setup = RunSetup(
+    policy, cold_start = _policy_spec(session, plan, names, day)
+    return RunSpec(
         day=day,
-        actions=actions,
-        rules=rules,
-        caps=tuple(plan.caps),
-        exclusions=tuple(plan.exclusions),
-        global_control_fraction=plan.settings.global_control_fraction,
+        seed=seed if seed is not None else default_seed(plan.settings.salt, day),
+        plan=plan.model_dump(mode="json"),
+        attributes=attributes,
+        context_names=names,
         policy=policy,
-    )
-    max_window = max((c.measurement_days for c in plan.campaigns), default=1)
-    return Prepared(
-        plan,
-        setup,
-        schema,
-        needed,
-        names,
-        version_id,
-        max_window,
-        policy_names,
-        apprentice,
-        apprentice_names,
+        cold_start=cold_start,
+        apprentice=_apprentice_spec(session, plan, names),
     )
 
 
-def _load_policy(
-    session: Session, plan: Plan, names: tuple[str, ...], actions: ActionSet
-) -> tuple[Policy, int | None, tuple[str, ...] | None]:
+def prepare(session: Session, day: date, seed: int | None = None) -> Prepared:
+    """Load the plan and policy for ``day`` and compile them (the run, dry runs, explain)."""
+    return materialize(load_spec(session, day, seed))
+
+
+def _policy_spec(
+    session: Session, plan: Plan, names: tuple[str, ...], day: date
+) -> tuple[PolicySpec, float | None]:
     """The active version of the plan's policy; when none is active, a learning policy's cold
     start (``policies.cold_start``), or the policy untrained."""
     spec = plan.settings.policy
@@ -169,33 +136,38 @@ def _load_policy(
     ).first()
     if version is not None:
         trained = version.params.get("context_names")
-        policy = versions.instantiate(version.kind, version.params, version.state)
-        return policy, version.id, tuple(trained) if trained else None
+        return PolicySpec(
+            version.kind,
+            dict(version.params),
+            version.state,
+            version.id,
+            tuple(trained) if trained else None,
+        ), None
+    params = {**spec.params, "context_names": list(names)}
     try:
-        policy = versions.instantiate(
-            spec.name, {**spec.params, "context_names": list(names)}, None
-        )
+        policy = versions.instantiate(spec.name, params, None)
     except InputError as exc:
         raise PlanError(f"settings.policy: {exc}") from None
-    if policy.learns and spec.cold_start_explore < 1.0 and actions.no_send is not None:
-        policy = ColdStart(
-            explore=spec.cold_start_explore, no_send=actions.features[actions.no_send]
-        )
-    return policy, None, None
+    cold = None
+    if (
+        policy.learns
+        and spec.cold_start_explore < 1.0
+        and build_actions(plan, day).no_send is not None
+    ):
+        cold = spec.cold_start_explore
+    return PolicySpec(spec.name, params), cold
 
 
-def _load_apprentice(
-    session: Session, plan: Plan, names: tuple[str, ...]
-) -> tuple[Policy | None, tuple[str, ...] | None]:
+def _apprentice_spec(session: Session, plan: Plan, names: tuple[str, ...]) -> PolicySpec | None:
     kind = plan.settings.policy.apprentice
     if kind is None:
-        return None, None
+        return None
     version = versions.latest(session, kind, ("apprentice",))
     if version is None:
-        return versions.instantiate(kind, {"context_names": list(names)}, None), None
+        return PolicySpec(kind, {"context_names": list(names)})
     trained = version.params.get("context_names")
-    return versions.instantiate(kind, version.params, version.state), (
-        tuple(trained) if trained else None
+    return PolicySpec(
+        kind, dict(version.params), version.state, version.id, tuple(trained) if trained else None
     )
 
 
@@ -204,57 +176,15 @@ def default_seed(salt: str, day: date) -> int:
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
-def decide_raw(
-    prepared: Prepared, raw: Any, history: Any, rng: np.random.Generator, *, explain: bool = False
-) -> BatchDecisions:
-    """Decide for a loaded batch (shared by the run and `orch explain`)."""
-    setup = prepared.setup
-    columns = build_columns(
-        raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day
-    )
-    names = prepared.context_names
-    own = [j for j, name in enumerate(names) if not is_contact(name)]
-    contexts = np.empty((len(raw), len(names)), dtype=np.float32)
-    contexts[:, own] = context_matrix(columns, [names[j] for j in own], len(raw))
-    contact = [j for j, name in enumerate(names) if is_contact(name)]
-    contexts[:, contact] = contact_features(history, len(raw), [names[j] for j in contact])
-    keys = customer_keys(raw.ids, prepared.plan.settings.salt)
-    view = contexts
-    if prepared.policy_names is not None:
-        view = align(contexts, prepared.context_names, prepared.policy_names)
-    dec = decide_batch(setup, BatchInput(keys, columns, view, history), rng, explain=explain)
-    dec.contexts = contexts  # log everything that was built, whatever the policy used
-    return dec
-
-
-def apprentice_agreement(prepared: Prepared, dec: BatchDecisions) -> dict[str, list[int]]:
-    """How often the apprentice's favourite eligible action equals the decision, by reason."""
-    app = prepared.apprentice
-    rows = np.flatnonzero(dec.decided)
-    if app is None or not len(rows):
-        return {}
-    view = dec.contexts[rows]
-    if prepared.apprentice_names is not None:
-        view = align(view, prepared.context_names, prepared.apprentice_names)
-    dist = app.action_dist(view, prepared.setup.actions.features, dec.eligible[rows])
-    agree = dist.argmax(axis=1) == dec.action[rows]
-    out: dict[str, list[int]] = {}
-    for code, name in REASONS.items():
-        mask = dec.reason[rows] == code
-        if mask.any():
-            out[name] = [int(agree[mask].sum()), int(mask.sum())]
-    return out
-
-
-def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> Any:
-    plan, setup = prepared.plan, prepared.setup
+def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> History:
+    """The contact history of a batch's customers: what the blocking stages and the contact
+    features need (one indexed range query)."""
+    plan = prepared.plan
     return load_history(
         conn,
         ids,
-        day=setup.day,
-        lookback_days=lookback_days(
-            setup.actions, setup.caps, setup.exclusions, prepared.max_window
-        ),
+        day=prepared.setup.day,
+        lookback_days=prepared.lookback_days,
         campaign_vocab=[c.id for c in plan.campaigns],
         channel_vocab=sorted({c.channel for c in plan.campaigns}),
         measured={c.id: c.measured for c in plan.campaigns},
@@ -280,11 +210,10 @@ def _alive(run: Run, now: datetime) -> bool:
     return now - run.heartbeat_at < STALE_AFTER
 
 
-def _acquire(
-    engine: sa.Engine, day: date, *, force: bool, seed: int | None, salt: str
-) -> tuple[Run | None, bool]:
-    """Claim the run row for ``day``; return (run, resumed), or (None, False) if already done."""
-    now = utcnow()
+def _acquire(engine: sa.Engine, spec: RunSpec, *, force: bool) -> tuple[Run | None, bool]:
+    """Claim the run row for ``spec.day``; return (run, resumed), or (None, False) if already
+    done. A new run stores ``spec``; a resumed one keeps the spec it started with."""
+    now, day = utcnow(), spec.day
     try:
         with session_scope(engine) as session:
             if session.get_bind().dialect.name == "postgresql":
@@ -323,15 +252,21 @@ def _acquire(
                     run_date=day,
                     status="running",
                     owner=_owner(),
-                    seed=seed if seed is not None else default_seed(salt, day),
+                    seed=spec.seed,
                     forced=force,
                     started_at=now,
                     heartbeat_at=now,
+                    spec=spec.to_json(),
+                    policy_name=str(spec.plan["settings"]["policy"]["name"]),
+                    policy_version_id=spec.policy.version_id,
                 )
             else:
                 run.status, run.owner, run.heartbeat_at, run.error = "running", _owner(), now, None
+                if run.spec is None:  # begun before runs kept their spec
+                    run.spec = spec.to_json()
             session.add(run)
             session.flush()
+            session.expunge(run)
             return run, resumed
     except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
         if "locked" in str(exc) or isinstance(exc, sa.exc.IntegrityError):
@@ -353,6 +288,7 @@ def _clear_decisions(session: Session, day: date) -> None:
         )
     session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
     session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
+    session.exec(sa.delete(RunPartition).where(col(RunPartition.run_date) == day))
 
 
 def run_daily(
@@ -364,78 +300,124 @@ def run_daily(
     seed: int | None = None,
     batch_size: int = 50_000,
     progress: Progress | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    partition_size: int = 250_000,
 ) -> RunReport:
-    """Decide for every customer on ``day``; see the module docstring."""
+    """Decide for every customer on ``day``; see the module docstring.
+
+    ``workers`` starts a local Dask cluster of that many processes, ``scheduler`` uses a running
+    one (PostgreSQL only); without either, the partitions run in this process."""
     require_schema(engine)
+    distributed = bool(workers) or bool(scheduler)
+    if distributed and engine.dialect.name != "postgresql":
+        raise InputError(
+            "--workers and --scheduler need PostgreSQL (SQLite has one writer): run without "
+            "them, or point ORCH_DATABASE_URL at a PostgreSQL database"
+        )
     started = time.perf_counter()
     with session_scope(engine) as session:
-        prepared = prepare(session, day)
-    settings = prepared.plan.settings
+        spec = load_spec(session, day, seed)
     if dry_run:
-        run = Run(run_date=day, status="dry_run", seed=seed or default_seed(settings.salt, day))
-        resumed = False
-    else:
-        claimed, resumed = _acquire(engine, day, force=force, seed=seed, salt=settings.salt)
-        if claimed is None:
-            with session_scope(engine) as session:
-                done = session.exec(select(Run).where(col(Run.run_date) == day)).one()
-            return RunReport(
-                day,
-                "already_done",
-                counts=done.counts,
-                policy_name=done.policy_name,
-                batches=done.batches_done,
-            )
-        run = claimed
-    report = RunReport(
-        day,
-        "dry_run" if dry_run else "done",
-        resumed_after_batches=run.batches_done if resumed else 0,
-        policy_name=settings.policy.name,
-    )
-    counts = _Counts.from_json(run.counts if resumed else {})
-    try:
-        _loop(
-            engine,
-            prepared,
-            run,
-            counts,
-            report,
-            dry_run=dry_run,
-            batch_size=batch_size,
-            progress=progress,
+        return _dry_run(engine, materialize(spec), batch_size, progress, started)
+    claimed, resumed = _acquire(engine, spec, force=force)
+    if claimed is None:
+        with session_scope(engine) as session:
+            done = session.exec(select(Run).where(col(Run.run_date) == day)).one()
+        return RunReport(
+            day,
+            "already_done",
+            counts=done.counts,
+            policy_name=done.policy_name,
+            batches=done.batches_done,
+            partitions=done.partitions or 1,
         )
+    run = claimed
+    spec = RunSpec.from_json(run.spec) if run.spec else spec
+    try:
+        parts = _partitions(engine, day, resumed, workers or 0, scheduler, partition_size)
+        report = RunReport(
+            day,
+            "done",
+            resumed_after_batches=sum(p.batches_done for p in parts) if resumed else 0,
+            policy_name=spec.plan["settings"]["policy"]["name"],
+            partitions=len(parts),
+        )
+        pending = [p.part for p in parts if p.status != "done"]
+        total = sum(RunCounts.from_json(p.counts).customers for p in parts if p.status == "done")
+        if distributed:
+            from orchestrator.distributed import run_partitions_on_dask
+
+            report.workers = run_partitions_on_dask(
+                engine,
+                day,
+                pending,
+                batch_size,
+                workers=workers,
+                scheduler=scheduler,
+                progress=progress,
+                done_before=total,
+            )
+        else:
+            grand = _customers(engine)
+            for part in pending:
+                run_partition(
+                    engine, day, part, batch_size, progress=_offset(progress, total, grand)
+                )
+                total = _done_customers(engine, day)
+        counts = _finish(engine, day, report.policy_name, spec)
     except BaseException as exc:
-        if not dry_run:
-            _mark_failed(engine, day, exc)
+        _mark_failed(engine, day, exc)
         raise
     report.counts = counts.to_json()
     report.customers = counts.customers
     report.decided = counts.decided
+    report.batches = _batches(engine, day)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _loop(
+def _offset(progress: Progress | None, base: int, total: int) -> Progress | None:
+    """A partition's progress as the run's (the partitions before it are done)."""
+    if progress is None:
+        return None
+    report = progress
+
+    def inner(done: int, _total: int | None) -> None:
+        report(base + done, max(total, base + done))
+
+    return inner
+
+
+def _customers(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return count_customers(conn)
+
+
+def _done_customers(engine: sa.Engine, day: date) -> int:
+    with session_scope(engine) as session:
+        parts = session.exec(select(RunPartition).where(col(RunPartition.run_date) == day)).all()
+        return sum(RunCounts.from_json(p.counts).customers for p in parts)
+
+
+def _batches(engine: sa.Engine, day: date) -> int:
+    with session_scope(engine) as session:
+        parts = session.exec(select(RunPartition).where(col(RunPartition.run_date) == day)).all()
+        return sum(p.batches_done for p in parts)
+
+
+def _dry_run(
     engine: sa.Engine,
     prepared: Prepared,
-    run: Run,
-    counts: _Counts,
-    report: RunReport,
-    *,
-    dry_run: bool,
     batch_size: int,
     progress: Progress | None,
-) -> None:
-    setup = prepared.setup
-    acts = setup.actions
-    with engine.connect() as reader:
-        total = count_customers(reader)
-        reader.rollback()
-    after, batch_no = run.last_customer_id, run.batches_done
-    done = counts.customers
-    if progress:
-        progress(done, total)
+    started: float,
+) -> RunReport:
+    """Decide for everyone, in memory, and report; write nothing."""
+    counts = RunCounts()
+    total = _customers(engine)
+    after: str | None = None
+    batches = 0
     while True:
         with engine.connect() as reader:
             raw = load_customers(reader, after=after, limit=batch_size)
@@ -443,57 +425,201 @@ def _loop(
                 break
             history = load_batch_history(reader, prepared, raw.ids)
             reader.rollback()
-        rng = np.random.default_rng([run.seed, batch_no])
-        dec = decide_raw(prepared, raw, history, rng)
-        counts.add(dec, acts)
-        counts.add_apprentice(apprentice_agreement(prepared, dec))
-        decided = np.flatnonzero(dec.decided)
-        rows = _decision_rows(
-            dec, raw.ids, acts, setup.day, batch_no, report.policy_name, prepared.policy_version_id
-        )
-        after, batch_no = raw.ids[-1], batch_no + 1
-        if not dry_run:
-            with engine.begin() as conn:
-                insert_decisions(conn, rows)
-                if len(decided):
-                    insert_context(
-                        conn,
-                        run_date=setup.day,
-                        batch=batch_no - 1,
-                        names=prepared.context_names,
-                        customer_ids=[raw.ids[i] for i in decided.tolist()],
-                        matrix=dec.contexts[decided],
-                        actions=acts.labels,
-                        eligible=dec.eligible[decided],
-                    )
-                conn.execute(
-                    sa.update(Run)
-                    .where(col(Run.run_date) == setup.day)
-                    .values(
-                        batches_done=batch_no,
-                        last_customer_id=after,
-                        heartbeat_at=utcnow(),
-                        counts=counts.to_json(),
-                        policy_name=report.policy_name,
-                        policy_version_id=prepared.policy_version_id,
-                    )
-                )
-        report.batches += 1
-        done += len(raw.ids)
+        counts.add(decide_partition(prepared, raw, history).counts)
+        after, batches = raw.ids[-1], batches + 1
         if progress:
-            progress(done, max(total, done))
-    if not dry_run:
+            progress(counts.customers, max(total, counts.customers))
+    return RunReport(
+        prepared.setup.day,
+        "dry_run",
+        customers=counts.customers,
+        decided=counts.decided,
+        batches=batches,
+        seconds=time.perf_counter() - started,
+        policy_name=prepared.policy_name,
+        counts=counts.to_json(),
+    )
+
+
+def _partitions(
+    engine: sa.Engine,
+    day: date,
+    resumed: bool,
+    workers: int,
+    scheduler: str | None,
+    partition_size: int,
+) -> list[RunPartition]:
+    """The run's partitions: those it has (a resumed run keeps its layout), or new ones: one
+    in a single process, else enough for every worker to take several."""
+    with session_scope(engine) as session:
+        existing = list(
+            session.exec(
+                select(RunPartition)
+                .where(col(RunPartition.run_date) == day)
+                .order_by(col(RunPartition.part))
+            )
+        )
+        if existing:
+            for p in existing:
+                session.expunge(p)
+            return existing
+        run = session.exec(select(Run).where(col(Run.run_date) == day)).one()
+        if run.last_customer_id is not None:  # begun before runs had partitions: go on as one
+            legacy = RunPartition(
+                run_date=day,
+                part=0,
+                last_customer_id=run.last_customer_id,
+                batches_done=run.batches_done,
+                counts=run.counts,
+                owner="",
+            )
+            bounds: list[tuple[str | None, str | None]] = []
+        elif workers or scheduler:
+            total = count_customers(session.connection())
+            count = max(2 * max(workers, 1), math.ceil(total / max(partition_size, 1)))
+            bounds = partition_bounds(session.connection(), count)
+        else:
+            bounds = [(None, None)]
+        parts = [
+            RunPartition(run_date=day, part=i, lo=lo, hi=hi, counts={}, owner="")
+            for i, (lo, hi) in enumerate(bounds)
+        ] or [legacy]
+        for p in parts:
+            session.add(p)
+        run.partitions = len(parts)
+        session.add(run)
+        session.flush()
+        for p in parts:
+            session.expunge(p)
+        return parts
+
+
+@lru_cache(maxsize=4)
+def _engine_for(url: str) -> sa.Engine:
+    return make_engine(url)
+
+
+def run_partition(
+    engine: sa.Engine | str,
+    day: date,
+    part: int,
+    batch_size: int,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Decide one partition of the run of ``day`` and write it, batch by batch, each batch with
+    the partition's resume point; return the partition's counts (JSON).
+
+    Runs in the coordinating process or on a Dask worker (``engine`` is then a URL). It reads
+    the spec from the run row, so every worker decides with the same one. If another attempt
+    of the same partition moved its resume point meanwhile, this one stops without writing."""
+    if isinstance(engine, str):
+        engine = _engine_for(engine)
+    with session_scope(engine) as session:
+        run = session.exec(select(Run).where(col(Run.run_date) == day)).one()
+        if run.spec is None:
+            raise InputError(f"the run for {day} has no spec; rerun it with --force")
+        raw_spec = bytes(run.spec)
+        row = session.get(RunPartition, (day, part))
+        if row is None:
+            raise InputError(f"the run for {day} has no partition {part}")
+        if row.status == "done":
+            return row.counts
+        row.status, row.owner, row.heartbeat_at = "running", _owner(), utcnow()
+        row.attempts += 1
+        session.add(row)
+        after, hi, batch_no = row.last_customer_id or row.lo, row.hi, row.batches_done
+        counts = RunCounts.from_json(row.counts)
+    prepared = materialize_cached(raw_spec)
+    acts = prepared.setup.actions
+    while True:
+        with engine.connect() as reader:
+            raw = load_customers(reader, after=after, limit=batch_size, upto=hi)
+            if raw.ids:
+                history = load_batch_history(reader, prepared, raw.ids)
+            reader.rollback()
+        if not raw.ids:
+            break
+        logged = part * BATCH_STRIDE + batch_no
+        result = decide_partition(prepared, raw, history, batch=logged)
+        counts.add(result.counts)
         with engine.begin() as conn:
-            conn.execute(
-                sa.update(Run)
-                .where(col(Run.run_date) == setup.day)
+            moved = conn.execute(
+                sa.update(RunPartition)
+                .where(
+                    col(RunPartition.run_date) == day,
+                    col(RunPartition.part) == part,
+                    col(RunPartition.batches_done) == batch_no,
+                )
                 .values(
-                    status="done",
-                    finished_at=utcnow(),
+                    batches_done=batch_no + 1,
+                    last_customer_id=raw.ids[-1],
+                    heartbeat_at=utcnow(),
                     counts=counts.to_json(),
-                    policy_name=report.policy_name,
                 )
             )
+            if moved.rowcount != 1:  # another attempt of this partition got ahead: leave it
+                conn.rollback()
+                return counts.to_json()
+            _write(conn, day, logged, prepared, result, acts.labels)
+            conn.execute(
+                sa.update(Run)
+                .where(col(Run.run_date) == day)
+                .values(heartbeat_at=utcnow(), batches_done=col(Run.batches_done) + 1)
+            )
+        after, batch_no = raw.ids[-1], batch_no + 1
+        if progress:
+            progress(counts.customers, None)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(RunPartition)
+            .where(col(RunPartition.run_date) == day, col(RunPartition.part) == part)
+            .values(status="done", heartbeat_at=utcnow(), counts=counts.to_json())
+        )
+    return counts.to_json()
+
+
+def _write(
+    conn: sa.Connection,
+    day: date,
+    batch: int,
+    prepared: Prepared,
+    result: PartitionResult,
+    labels: tuple[str, ...],
+) -> None:
+    insert_decisions(conn, result.rows)
+    if result.customer_ids:
+        insert_context(
+            conn,
+            run_date=day,
+            batch=batch,
+            names=prepared.context_names,
+            customer_ids=result.customer_ids,
+            matrix=result.contexts,
+            actions=labels,
+            eligible=result.eligible,
+        )
+
+
+def _finish(engine: sa.Engine, day: date, policy_name: str, spec: RunSpec) -> RunCounts:
+    """Add up the partitions' counts and complete the run row (last)."""
+    with session_scope(engine) as session:
+        parts = list(session.exec(select(RunPartition).where(col(RunPartition.run_date) == day)))
+        missing = [p.part for p in parts if p.status != "done"]
+        if missing:
+            raise RuntimeError(f"partitions {missing} of the run for {day} did not finish")
+        counts = RunCounts()
+        for p in parts:
+            counts.add(RunCounts.from_json(p.counts))
+        run = session.exec(select(Run).where(col(Run.run_date) == day)).one()
+        run.status, run.finished_at = "done", utcnow()
+        run.counts = counts.to_json()
+        run.policy_name = policy_name
+        run.policy_version_id = spec.policy.version_id
+        run.batches_done = sum(p.batches_done for p in parts)
+        run.last_customer_id = None
+        session.add(run)
+    return counts
 
 
 def _mark_failed(engine: sa.Engine, day: date, exc: BaseException) -> None:
@@ -506,119 +632,3 @@ def _mark_failed(engine: sa.Engine, day: date, exc: BaseException) -> None:
             )
     except Exception:  # the original error matters more than this bookkeeping
         pass
-
-
-def _decision_rows(
-    dec: BatchDecisions,
-    ids: list[str],
-    acts: ActionSet,
-    day: date,
-    batch_no: int,
-    policy_name: str,
-    policy_version_id: int | None,
-) -> list[tuple[Any, ...]]:
-    """Decision rows in ``DECISION_COLUMNS`` order for the decided customers of a batch."""
-    rows = dec.decided.nonzero()[0]
-    run_date = day.isoformat()
-    camp_ids = [c.id for c in acts.campaigns] + [None]  # index -1: send nothing
-    channels = [c.channel for c in acts.campaigns] + [None]
-    # Window ends by distinct length, computed once.
-    ends = {
-        int(d): (day + timedelta(days=int(d))).isoformat()
-        for d in set(dec.window_days[rows].tolist())
-    }
-    return [
-        (
-            run_date,
-            ids[i],
-            camp_ids[c],
-            acts.treatment_ids[a],
-            channels[c],
-            GROUPS[g],
-            p,
-            s,
-            REASONS[r],
-            policy_name,
-            policy_version_id,
-            ends[w],
-            batch_no,
-        )
-        for i, a, c, g, p, s, r, w in zip(
-            rows.tolist(),
-            dec.action[rows].tolist(),
-            dec.campaign[rows].tolist(),
-            dec.group[rows].tolist(),
-            dec.propensity[rows].tolist(),
-            dec.split_share[rows].tolist(),
-            dec.reason[rows].tolist(),
-            dec.window_days[rows].tolist(),
-            strict=True,
-        )
-    ]
-
-
-# --- counts for the summary ------------------------------------------------------------------
-
-
-@dataclass
-class _Counts:
-    customers: int = 0
-    targeted: int = 0
-    decided: int = 0
-    global_control: int = 0
-    by_action: Counter[str] = field(default_factory=Counter)  # "campaign|treatment|reason|group"
-    suppressed: Counter[str] = field(default_factory=Counter)  # stage -> customers emptied
-    apprentice: dict[str, list[int]] = field(default_factory=dict)  # reason -> [agree, total]
-
-    def add_apprentice(self, agreement: dict[str, list[int]]) -> None:
-        for reason, (agree, total) in agreement.items():
-            cur = self.apprentice.setdefault(reason, [0, 0])
-            cur[0] += agree
-            cur[1] += total
-
-    def add(self, dec: BatchDecisions, acts: ActionSet) -> None:
-        self.customers += len(dec.action)
-        self.targeted += int(dec.targeted.sum())
-        self.decided += int(dec.decided.sum())
-        self.global_control += int(dec.in_global_control.sum())
-        for si in np.flatnonzero(
-            np.bincount(dec.suppressed_by[dec.suppressed_by >= 0], minlength=len(STAGES))
-        ):
-            self.suppressed[STAGES[si]] += int((dec.suppressed_by == si).sum())
-        decided = dec.decided
-        keys = (
-            dec.action[decided] * 16
-            + dec.reason[decided].astype(np.int64) * 4
-            + dec.group[decided].astype(np.int64)
-        )
-        values, freq = np.unique(keys, return_counts=True)
-        for key, n in zip(values.tolist(), freq.tolist(), strict=True):
-            a, rest = divmod(key, 16)
-            r, g = divmod(rest, 4)
-            c = int(acts.campaign_of[a])
-            camp = acts.campaigns[c].id if c >= 0 else ""
-            label = f"{camp}|{acts.treatment_ids[a] or ''}|{REASONS[r]}|{GROUPS[g]}"
-            self.by_action[label] += n
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customers": self.customers,
-            "targeted": self.targeted,
-            "decided": self.decided,
-            "global_control": self.global_control,
-            "by_action": dict(sorted(self.by_action.items())),
-            "suppressed": {s: self.suppressed[s] for s in STAGES if self.suppressed[s]},
-            "apprentice": self.apprentice,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _Counts:
-        return cls(
-            customers=data.get("customers", 0),
-            targeted=data.get("targeted", 0),
-            decided=data.get("decided", 0),
-            global_control=data.get("global_control", 0),
-            by_action=Counter(data.get("by_action", {})),
-            suppressed=Counter(data.get("suppressed", {})),
-            apprentice={k: list(v) for k, v in data.get("apprentice", {}).items()},
-        )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from orchestrator.engine.hashing import Draws
 from orchestrator.errors import StateVersionError
 
 _MAGIC = b"ORCHPOL1"
@@ -77,12 +78,13 @@ class Policy(ABC):
         contexts: np.ndarray,
         action_features: np.ndarray,
         eligible: np.ndarray,
-        rng: np.random.Generator,
+        draws: Draws,
     ) -> Choice:
-        """Sample one eligible action per row from ``action_dist`` with ``rng``."""
+        """Sample one eligible action per row from ``action_dist`` with the row's ``draws``
+        (keyed per customer, so a customer's choice does not depend on the rest of the batch)."""
         eligible = np.asarray(eligible, dtype=bool)
         dist = self.action_dist(contexts, action_features, eligible)
-        action, propensity = sample_rows(dist, eligible, rng)
+        action, propensity = sample_rows(dist, eligible, draws)
         scores = self._scores(contexts, action_features, eligible, dist)
         return Choice(action, propensity, scores, dist)
 
@@ -168,19 +170,20 @@ def unpack_arrays(payload: bytes, count: int) -> tuple[dict[str, Any], list[np.n
 
 
 def sample_rows(
-    dist: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
+    dist: np.ndarray, eligible: np.ndarray, draws: Draws, stream: str = "sample"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one column per row of ``dist`` (n, A) by inverse CDF; -1 for rows with no option.
+    """Draw one column per row of ``dist`` (n, A) by inverse CDF with each row's ``draws``;
+    -1 for rows with no option.
 
     >>> d = np.array([[0.0, 1.0], [0.0, 0.0]])
-    >>> a, p = sample_rows(d, d > 0, np.random.default_rng(0))
+    >>> a, p = sample_rows(d, d > 0, Draws.seeded(2))
     >>> a.tolist(), p.tolist()
     ([1, -1], [1.0, 0.0])
     """
     n, n_actions = dist.shape
     has_any = eligible.any(axis=1)
     cdf = np.cumsum(dist, axis=1)
-    u = rng.random(n) * cdf[:, -1]
+    u = draws.uniform(stream) * cdf[:, -1]
     action = (cdf <= u[:, None]).sum(axis=1)
     action = np.minimum(action, n_actions - 1)
     # Guard against float round-off landing on a zero-probability column.

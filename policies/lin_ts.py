@@ -24,11 +24,11 @@ action has no closed form. The policy therefore *is* its Monte Carlo estimate: a
 it fixes ``n_draws`` posterior draws (antithetic pairs, from a generator seeded by ``seed`` and
 the update count), and a customer's ``action_dist`` is the share of those draws whose argmax,
 among the customer's eligible actions, is each action — mixed with ``epsilon`` of uniform
-exploration. ``choose`` samples that distribution with the engine's generator (it picks a draw
-and plays its argmax: the same law, without the cumulative sums), so the logged propensity is
+exploration. ``choose`` samples that distribution with the customer's keyed draws (it picks a
+draw and plays its argmax: the same law, without the cumulative sums), so the logged propensity is
 the exact probability of the logged action. The draws come from the state, not from the batch,
 so a customer gets the same distribution whatever batch it lands in; seeded runs repeat.
-``draw_per="batch"`` makes a whole call follow one of the draws: correlated choices, identical
+``draw_per="batch"`` makes a whole run follow one of the draws: correlated choices, identical
 propensities. Actions with identical feature rows score alike under every draw; they act as one
 and the first eligible of them takes the draws, as ``argmax`` would.
 
@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.engine.hashing import Draws
 from policies.base import (
     Choice,
     Policy,
@@ -191,24 +192,27 @@ class LinearTS(Policy):
         contexts: np.ndarray,
         action_features: np.ndarray,
         eligible: np.ndarray,
-        rng: np.random.Generator,
+        draws: Draws,
     ) -> Choice:
         """Sample from ``action_dist`` the cheap way: pick a draw (per customer, or one for the
-        batch), play its argmax; with probability ``epsilon`` pick uniformly instead."""
+        run), play its argmax; with probability ``epsilon`` pick uniformly instead."""
         eligible = np.asarray(eligible, dtype=bool)
         if self._posterior() is None:
-            return super().choose(contexts, action_features, eligible, rng)
+            return super().choose(contexts, action_features, eligible, draws)
         n = len(eligible)
         if self.draw_per == "batch":
-            which = np.full(n, rng.integers(self.n_draws), dtype=np.int64)
+            pick = min(int(draws.shared("lints.draw") * self.n_draws), self.n_draws - 1)
+            which = np.full(n, pick, dtype=np.int64)
         else:
-            which = rng.integers(self.n_draws, size=n)
+            which = draws.integers(self.n_draws, "lints.draw")
         dist, greedy, scores = self._dist(contexts, action_features, eligible, which, True)
         assert greedy is not None and scores is not None
         action = greedy
-        explore = np.flatnonzero(rng.random(n) < self.epsilon)
+        explore = np.flatnonzero(draws.uniform("explore") < self.epsilon)
         if len(explore):
-            action[explore] = sample_rows(_uniform(eligible[explore]), eligible[explore], rng)[0]
+            action[explore] = sample_rows(
+                _uniform(eligible[explore]), eligible[explore], draws.take(explore)
+            )[0]
         has_any = np.asarray(eligible.any(axis=1))
         action[~has_any] = -1
         propensity = np.where(has_any, dist[np.arange(n), np.maximum(action, 0)], 0.0)

@@ -11,6 +11,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -286,3 +287,63 @@ def test_propensity_splits_into_policy_probability_and_split_share(ready: sa.Eng
         )
         assert abs(d.split_share - expected) < 1e-12
         assert 0 < d.propensity / d.split_share <= 1 + 1e-12
+
+
+# --- one core for any slicing: batch sizes, partitions, resumes, explain -----------------------
+
+
+def test_batch_size_does_not_change_any_decision(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=7)
+    small = decisions(ready)
+    with Session(ready) as s:
+        small_counts = s.exec(select(Run)).one().counts
+    report = run_daily(ready, day=DAY, batch_size=1000, force=True)
+    assert decisions(ready) == small and report.counts == small_counts
+
+
+def test_workers_on_sqlite_are_refused_and_nothing_is_written(
+    ready: sa.Engine, snapshot, db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    before = snapshot(ready)
+    with pytest.raises(InputError, match="need PostgreSQL"):
+        run_daily(ready, day=DAY, workers=2)
+    assert snapshot(ready) == before
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_decides_with_the_spec_it_started_with(
+    ready: sa.Engine, tmp_path: Path
+) -> None:
+    """A plan changed between a crash and the resume does not leak into the resumed batches."""
+    run_daily(ready, day=DAY, batch_size=100)
+    clean = decisions(ready)
+
+    def stop_after_two(done: int, _total: int | None) -> None:
+        if done >= 200:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_daily(ready, day=DAY, batch_size=100, force=True, progress=stop_after_two)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(PLAN.read_text().replace("control_fraction: 0.1", "control_fraction: 0.5"))
+    assert changed.read_text() != PLAN.read_text()
+    admin.apply_plan_file(ready, changed, actor="test")
+    resumed = run_daily(ready, day=DAY, batch_size=100)
+    assert resumed.resumed_after_batches == 2
+    assert decisions(ready) == clean
+
+
+def test_explain_shows_the_choice_the_run_made(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=50)
+    rows = decisions(ready)
+    rng = np.random.default_rng(3)
+    for i in rng.choice(len(rows), size=25, replace=False).tolist():
+        r = rows[i]
+        x = explain_customer(ready, r[1], DAY)
+        label = f"{r[2]}/{r[3]}" if r[2] else "(send nothing)"
+        assert x.would_choose == label, r

@@ -35,13 +35,30 @@ def run(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Customers per batch (default ORCH_BATCH_SIZE)."
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Decide the partitions on a local Dask cluster of N worker processes (PostgreSQL).",
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        envvar="ORCH_DASK_SCHEDULER",
+        help="Address of a running Dask scheduler to decide on, e.g. tcp://10.0.0.5:8786.",
+    ),
+    partition_size: int = typer.Option(
+        250_000, "--partition-size", min=1, help="Customers per partition with --workers."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ) -> None:
     """Decide, for every customer, which campaign and treatment to send today, or none.
 
     Stages: target rules, global control, open measurement windows, cooldowns, exclusions,
-    frequency caps, manual priorities, the policy, then the test/control split. Each batch is
-    committed with the run's resume point: a run that stopped resumes where it stopped.
+    frequency caps, manual priorities, the policy, then the test/control split. Customers are
+    decided in id-range partitions, batch by batch; each batch is committed with its
+    partition's resume point, so a run that stopped resumes where it stopped. The same date and
+    seed give the same decisions for any batch size and any number of workers.
     """
     from orchestrator.run import run_daily
 
@@ -56,6 +73,9 @@ def run(
             seed=seed,
             batch_size=size,
             progress=update,
+            workers=workers,
+            scheduler=scheduler,
+            partition_size=partition_size,
         )
     if as_json:
         print_json(report.__dict__)
@@ -68,6 +88,9 @@ def run(
 
 
 def show_summary(report: Any) -> None:
+    from orchestrator.engine.partition import RunCounts
+    from orchestrator.engine.stages import STAGES
+
     c = report.counts
     if not c:
         return
@@ -83,13 +106,18 @@ def show_summary(report: Any) -> None:
         f"[bold]{head}[/bold]: {customers:,} customers, {c.get('targeted', 0):,} targeted by a "
         f"rule, {c.get('decided', 0):,} decisions, {gc:,} in the global control group "
         f"({gc / max(customers, 1):.1%}); policy {report.policy_name}{resumed}"
+        + (
+            f"; {report.partitions} partitions on {report.workers} workers"
+            if getattr(report, "workers", 0)
+            else ""
+        )
         + (f"; {report.seconds:.1f} s" if report.seconds else "")
     )
     table: dict[tuple[str, str, str], dict[str, int]] = defaultdict(
         lambda: {"test": 0, "control": 0}
     )
-    for key, n in c.get("by_action", {}).items():
-        camp, treat, reason, group = key.split("|")
+    by_action = RunCounts.from_json(c).by_action
+    for (camp, treat, reason, group), n in by_action.items():
         table[(camp or "(send nothing)", treat, reason)][group] += n
     rows = [
         (
@@ -111,13 +139,7 @@ def show_summary(report: Any) -> None:
         empty="no decisions",
     )
     suppressed = c.get("suppressed", {})
-    labels = {
-        "global_control": "global control group",
-        "window": "open measurement window",
-        "cooldown": "campaign cooldown",
-        "exclusion": "exclusion rule",
-        "cap": "frequency cap",
-    }
+    labels = {stage.name: stage.label for stage in STAGES}
     print_table(
         "Targeted by a rule but got nothing: the stage that removed the last option",
         ["stage", "customers"],

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.engine.actions import NO_SEND_LABEL
-from orchestrator.learning.logged import LoggedDay, align
+from orchestrator.engine.columns import align
+from orchestrator.learning.logged import LoggedDay
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from orchestrator.engine.actions import NO_SEND_LABEL
+from orchestrator.engine.columns import align
 from orchestrator.learning import versions
-from orchestrator.learning.logged import LoggedDay, align, evaluation_days, load_logged
+from orchestrator.learning.logged import LoggedDay, evaluation_days, load_logged
 from orchestrator.measure.ope import estimate_policy_value, fit_estimated_rewards
 from orchestrator.plan import Plan
 from orchestrator.storage.db import require_schema, session_scope

@@ -20,12 +20,12 @@ import numpy as np
 import sqlalchemy as sa
 
 from orchestrator.engine.actions import NO_SEND_LABEL
+from orchestrator.engine.columns import align
 from orchestrator.learning import versions
 from orchestrator.learning.baseline import Baseline, baseline_from_days
 from orchestrator.learning.evaluate import estimates_of, policy_dist, stack
 from orchestrator.learning.logged import (
     LoggedDay,
-    align,
     evaluation_days,
     keep,
     latest_matured_run_date,

@@ -216,19 +216,3 @@ def load_logged(
             )
         )
     return out
-
-
-def align(matrix: np.ndarray, names: Sequence[str], to: Sequence[str]) -> np.ndarray:
-    """Reorder the columns of ``matrix`` (named ``names``) to ``to``; missing columns are 0.
-
-    >>> align(np.array([[1.0, 2.0]]), ["a", "b"], ["b", "c", "a"]).tolist()
-    [[2.0, 0.0, 1.0]]
-    """
-    if list(names) == list(to):
-        return matrix
-    index = {n: j for j, n in enumerate(names)}
-    out = np.zeros((matrix.shape[0], len(to)), dtype=matrix.dtype)
-    for j, name in enumerate(to):
-        if name in index:
-            out[:, j] = matrix[:, index[name]]
-    return out

@@ -226,6 +226,26 @@ class Run(SQLModel, table=True):
     plan_revision_id: int | None = None
     forced: bool = False
     error: str | None = Field(default=None, sa_type=sa.Text)
+    spec: bytes | None = Field(default=None, sa_type=sa.LargeBinary)  # RunSpec JSON it decides with
+    partitions: int | None = None
+
+
+class RunPartition(SQLModel, table=True):
+    """One customer-id range ``(lo, hi]`` of a run, decided and committed on its own."""
+
+    __tablename__ = "run_partition"
+
+    run_date: date = Field(primary_key=True)
+    part: int = Field(primary_key=True)
+    lo: str | None = Field(default=None, sa_type=CustomerId)  # exclusive; None: from the start
+    hi: str | None = Field(default=None, sa_type=CustomerId)  # inclusive; None: to the end
+    status: str = Field(default="pending", max_length=16)  # pending | running | done
+    last_customer_id: str | None = Field(default=None, sa_type=CustomerId)  # resume point
+    batches_done: int = 0
+    counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    owner: str = Field(default="", max_length=128)
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    attempts: int = 0
 
 
 class Decision(SQLModel, table=True):

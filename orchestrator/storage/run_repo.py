@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -12,6 +13,7 @@ import orjson
 import sqlalchemy as sa
 
 from orchestrator.engine.history import History, history_from_columns
+from orchestrator.engine.partition import DECISION_COLUMNS
 from orchestrator.features import COMPUTED_FEATURES
 from orchestrator.storage.bulk import bulk_insert
 from orchestrator.storage.models import DecisionContext
@@ -43,8 +45,10 @@ def load_customers(
     limit: int,
     customer_id: str | None = None,
     feature_names: Sequence[str] = FEATURE_COLUMNS,
+    upto: str | None = None,
 ) -> RawBatch:
-    """The next ``limit`` customers with id greater than ``after`` (or one given customer)."""
+    """The next ``limit`` customers with id greater than ``after`` and at most ``upto`` (or one
+    given customer)."""
     collate = _collate(conn)
     attrs = "c.attributes::text" if conn.dialect.name == "postgresql" else "c.attributes"
     feats = "".join(f", f.{name}" for name in feature_names)
@@ -54,6 +58,9 @@ def load_customers(
         where, params = "1 = 1", {}
     else:
         where, params = f"c.customer_id{collate} > :after", {"after": after}
+    if upto is not None and customer_id is None:
+        where += f" AND c.customer_id{collate} <= :upto"
+        params = {**params, "upto": upto}
     sql = sa.text(
         f"SELECT c.customer_id, {attrs}{feats} FROM customer c "
         f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id "
@@ -73,6 +80,30 @@ def load_customers(
 
 def count_customers(conn: sa.Connection) -> int:
     return int(conn.execute(sa.text("SELECT COUNT(*) FROM customer")).scalar_one())
+
+
+def partition_bounds(conn: sa.Connection, count: int) -> list[tuple[str | None, str | None]]:
+    """``count`` customer-id ranges ``(lo, hi]`` of about equal size that cover every id, now
+    and later (the first starts at the beginning, the last has no end)."""
+    total = count_customers(conn)
+    if count <= 1 or total <= count:
+        return [(None, None)]
+    step = math.ceil(total / count)
+    collate = _collate(conn)
+    cuts = [
+        r[0]
+        for r in conn.execute(
+            sa.text(
+                f"SELECT customer_id FROM (SELECT customer_id, ROW_NUMBER() OVER "
+                f"(ORDER BY customer_id{collate}) AS rn FROM customer) ranked "
+                "WHERE rn % :step = 0 ORDER BY rn"
+            ),
+            {"step": step},
+        )
+    ]
+    cuts = [c for c in cuts][: count - 1]
+    edges: list[str | None] = [None, *cuts, None]
+    return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
 def load_history(
@@ -139,23 +170,6 @@ def load_history(
         channel_vocab=channel_vocab,
         measured=measured,
     )
-
-
-DECISION_COLUMNS = (
-    "run_date",
-    "customer_id",
-    "campaign_id",
-    "treatment_id",
-    "channel",
-    "group",
-    "propensity",
-    "split_share",
-    "reason",
-    "policy_name",
-    "policy_version_id",
-    "window_end",
-    "batch",
-)
 
 
 def insert_context(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from orchestrator.engine.actions import build_actions
 from orchestrator.engine.decide import GROUPS, BatchInput, RunSetup, decide_batch
-from orchestrator.engine.hashing import customer_keys, in_global_control
+from orchestrator.engine.hashing import Draws, customer_keys, in_global_control
 from orchestrator.engine.history import history_from_rows
 from orchestrator.plan import Plan
 from orchestrator.rules import Rule, column_from_values
@@ -98,8 +98,13 @@ def simulate(plan: Plan, scores: np.ndarray, days: int, seed: int) -> list[tuple
         )
         dec = decide_batch(
             setup,
-            BatchInput(keys, columns, np.zeros((len(ids), 0)), history),
-            np.random.default_rng([seed, offset]),
+            BatchInput(
+                keys,
+                columns,
+                np.zeros((len(ids), 0)),
+                history,
+                Draws.for_run(keys, seed=seed, day=day),
+            ),
         )
         for i in np.flatnonzero(dec.decided):
             a = int(dec.action[i])

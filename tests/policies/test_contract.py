@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from orchestrator.engine.hashing import Draws
 from orchestrator.errors import StateVersionError
 from policies import POLICIES, Policy
 from policies.base import _MAGIC
@@ -51,7 +52,7 @@ class TestContract:
         contexts, action_features, eligible = batch
         copies = [a.copy() for a in batch]
         choice = _trained(name).choose(
-            contexts, action_features, eligible, np.random.default_rng(seed)
+            contexts, action_features, eligible, Draws.seeded(len(contexts), seed)
         )
         for original, copy in zip(batch, copies, strict=True):
             assert np.array_equal(original, copy), "inputs were mutated"
@@ -70,8 +71,8 @@ class TestContract:
     @given(batch=batches(), seed=st.integers(0, 2**32 - 1))
     def test_seeded_runs_repeat(self, name, batch, seed) -> None:
         policy = _trained(name)
-        a = policy.choose(*batch, np.random.default_rng(seed))
-        b = policy.choose(*batch, np.random.default_rng(seed))
+        a = policy.choose(*batch, Draws.seeded(len(batch[0]), seed))
+        b = policy.choose(*batch, Draws.seeded(len(batch[0]), seed))
         assert np.array_equal(a.action, b.action)
         assert np.array_equal(a.propensity, b.propensity)
 
@@ -85,8 +86,8 @@ class TestContract:
         contexts = rng.normal(size=(50, N_FEATURES)).astype(np.float32)
         action_features = rng.normal(size=(5, N_ACTION_FEATURES))
         eligible = rng.random((50, 5)) < 0.7
-        a = policy.choose(contexts, action_features, eligible, np.random.default_rng(2))
-        b = restored.choose(contexts, action_features, eligible, np.random.default_rng(2))
+        a = policy.choose(contexts, action_features, eligible, Draws.seeded(50, 2))
+        b = restored.choose(contexts, action_features, eligible, Draws.seeded(50, 2))
         assert np.array_equal(a.action, b.action)
         assert np.allclose(a.action_dist, b.action_dist)
         assert restored.get_state() == state

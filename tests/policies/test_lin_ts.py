@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.engine.hashing import Draws
 from policies.lin_ts import LinearTS
 
 N_ACTIONS = 4
@@ -101,14 +102,13 @@ def test_identical_actions_act_as_one_and_the_first_eligible_takes_the_mass() ->
 def test_choices_follow_action_dist(draw_per: str) -> None:
     """Sampling draws, not the distribution, is how choose works: check it is the same law."""
     policy = _trained(draw_per=draw_per, n_draws=8, exploration=3.0, epsilon=0.1)
-    rng = np.random.default_rng(5)
     row = np.array([[0.1, 300.0, 1.0]], np.float32)
     eligible = np.array([[True, True, True, False]])
     batch, reps = (4000, 1) if draw_per == "customer" else (4, 1000)
     contexts, mask = np.repeat(row, batch, axis=0), np.repeat(eligible, batch, axis=0)
     counts = np.zeros(N_ACTIONS)
-    for _ in range(reps):
-        choice = policy.choose(contexts, FEATURES, mask, rng)
+    for rep in range(reps):  # "batch" follows one draw per run: a new run (seed) per rep
+        choice = policy.choose(contexts, FEATURES, mask, Draws.seeded(batch, rep))
         assert np.allclose(choice.propensity, choice.action_dist[np.arange(batch), choice.action])
         counts += np.bincount(choice.action, minlength=N_ACTIONS)
     dist = policy.action_dist(row, FEATURES, eligible)[0]
@@ -126,8 +126,8 @@ def test_batch_draws_keep_the_contract(seed: int, n: int) -> None:
     rng = np.random.default_rng(seed)
     x = _log(seed % 1000, n)[0]
     eligible = rng.random((n, N_ACTIONS)) < 0.5
-    choice = policy.choose(x, FEATURES, eligible, np.random.default_rng(seed))
-    again = policy.choose(x, FEATURES, eligible, np.random.default_rng(seed))
+    choice = policy.choose(x, FEATURES, eligible, Draws.seeded(n, seed))
+    again = policy.choose(x, FEATURES, eligible, Draws.seeded(n, seed))
     has = eligible.any(axis=1)
     assert np.array_equal(choice.action, again.action)
     assert (choice.action[~has] == -1).all()
@@ -201,7 +201,7 @@ def test_choose_reports_the_posterior_mean_scores() -> None:
     x, _, _ = _log(7, 50)
     features = np.vstack([FEATURES, FEATURES[1]])  # a duplicate shares its group's score
     eligible = np.random.default_rng(7).random((50, N_ACTIONS + 1)) < 0.6
-    choice = policy.choose(x, features, eligible, np.random.default_rng(0))
+    choice = policy.choose(x, features, eligible, Draws.seeded(len(x), 0))
     expected = policy.scores(x, features, eligible)
     assert np.array_equal(np.isnan(choice.scores), ~eligible)
     assert np.allclose(choice.scores[eligible], expected[eligible], rtol=1e-5, atol=1e-5)

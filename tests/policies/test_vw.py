@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestrator.engine.hashing import Draws
 from policies.vw import EXPLORERS, VowpalPolicy
 
 N_ACTIONS = 3
@@ -44,7 +45,7 @@ def test_every_explorer_gives_valid_distributions(explorer: str) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 2)).astype(np.float32)
     eligible = rng.random((40, N_ACTIONS)) < 0.6
-    choice = policy.choose(x, FEATURES, eligible, np.random.default_rng(2))
+    choice = policy.choose(x, FEATURES, eligible, Draws.seeded(len(x), 2))
     has = eligible.any(axis=1)
     assert (choice.action_dist[~eligible] == 0).all()
     assert np.allclose(choice.action_dist[has].sum(axis=1), 1.0)

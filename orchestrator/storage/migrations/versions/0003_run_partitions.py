@@ -1,0 +1,50 @@
+"""run_partition: a run in customer-id ranges, each with its own resume point; run.spec
+
+A run is split into partitions (customer-id ranges) that can be decided by different worker
+processes; each partition commits its decisions together with its own checkpoint, so a worker
+that dies loses only its uncommitted batch. ``run.spec`` keeps what the run decides with (plan,
+policy state, seed) so a resumed run decides with the same spec it started with.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+CustomerId = sa.String(128).with_variant(sa.String(128, collation="C"), "postgresql")
+JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "run_partition",
+        sa.Column("run_date", sa.Date(), primary_key=True),
+        sa.Column("part", sa.Integer(), primary_key=True),
+        sa.Column("lo", CustomerId, nullable=True),
+        sa.Column("hi", CustomerId, nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("last_customer_id", CustomerId, nullable=True),
+        sa.Column("batches_done", sa.Integer(), nullable=False),
+        sa.Column("counts", JSONType, nullable=False),
+        sa.Column("owner", sa.String(128), nullable=False),
+        sa.Column("heartbeat_at", sa.DateTime(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+    )
+    with op.batch_alter_table("run") as batch:
+        batch.add_column(sa.Column("spec", sa.LargeBinary(), nullable=True))
+        batch.add_column(sa.Column("partitions", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("run") as batch:
+        batch.drop_column("partitions")
+        batch.drop_column("spec")
+    op.drop_table("run_partition")

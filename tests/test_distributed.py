@@ -1,0 +1,87 @@
+"""The daily run on a Dask LocalCluster (two worker processes, PostgreSQL): the same decisions
+as one process, and a worker killed mid-run loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from orchestrator import admin
+from orchestrator.run import run_daily
+from orchestrator.storage.models import Decision, Run, RunPartition
+from tests.helpers import seed_customers
+from tests.test_run import PLAN
+
+DAY = date(2026, 11, 23)
+
+
+@pytest.fixture
+def pg(engine: sa.Engine, db_url: str) -> sa.Engine:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the Dask run needs PostgreSQL (ORCH_TEST_POSTGRES_URL)")
+    admin.apply_plan_file(engine, PLAN, actor="test")
+    seed_customers(engine, 3000)
+    return engine
+
+
+def decisions(engine: sa.Engine) -> list[tuple]:
+    with Session(engine) as s:
+        return sorted(
+            (d.customer_id, d.campaign_id, d.treatment_id, d.group, round(d.propensity, 12))
+            for d in s.exec(select(Decision))
+        )
+
+
+def test_two_workers_decide_as_one_process(pg: sa.Engine) -> None:
+    single = run_daily(pg, day=DAY, batch_size=500)
+    expected = decisions(pg)
+    report = run_daily(pg, day=DAY, batch_size=97, force=True, workers=2, partition_size=400)
+    assert report.workers == 2 and report.partitions >= 4
+    assert decisions(pg) == expected
+    assert report.counts == single.counts
+    with Session(pg) as s:
+        assert s.exec(select(Run)).one().status == "done"
+        assert {p.status for p in s.exec(select(RunPartition))} == {"done"}
+
+
+def test_a_worker_killed_mid_run_loses_nothing(pg: sa.Engine) -> None:
+    run_daily(pg, day=DAY, batch_size=500)
+    expected = decisions(pg)
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        """Once some batches are in, SIGKILL the worker process that is writing one."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            with pg.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT owner FROM run_partition WHERE status = 'running' "
+                        "AND batches_done >= 2"
+                    )
+                ).all()
+            for (owner,) in rows:
+                pid = int(owner.rpartition(":")[2])
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    report = run_daily(pg, day=DAY, batch_size=20, force=True, workers=2, partition_size=500)
+    killer.join(timeout=5)
+    assert killed, "no worker was caught mid-partition"
+    assert report.status == "done"
+    assert decisions(pg) == expected
+    with Session(pg) as s:
+        parts = list(s.exec(select(RunPartition)))
+    assert max(p.attempts for p in parts) >= 2  # the killed partition was taken up again
