@@ -49,7 +49,7 @@ from orchestrator.imports.problems import Problems
 from orchestrator.imports.report import ImportReport, Progress
 from orchestrator.imports.source import Source, read_source
 from orchestrator.reports.columnar import Col, read_columns
-from orchestrator.storage import bulk
+from orchestrator.storage import bulk, contact_state
 from orchestrator.storage.db import require_schema
 
 REQUIRED = ("customer_id", "campaign_id", "treatment_id", "group", "decision_date")
@@ -117,6 +117,8 @@ def import_decisions(
         inserted = bulk.insert_arrow(
             conn, "decision", rows, progress=progress_of(progress, rows.num_rows)
         )
+        if inserted:
+            contact_state.invalidate(conn)  # the next run rebuilds states with these decisions
     rejected, written = write_rejects(
         source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
     )

@@ -23,11 +23,20 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.engine.actions import build_actions
 from orchestrator.engine.columns import context_names
+from orchestrator.engine.contacts import (
+    Entries,
+    decode_states,
+    encode_states,
+    history_from_entries,
+    with_decisions,
+)
+from orchestrator.engine.decide import GROUP_TEST
 from orchestrator.engine.history import History, contact_feature_names
 from orchestrator.engine.partition import (
     PartitionResult,
@@ -43,6 +52,7 @@ from orchestrator.errors import InputError, PlanError, RunInProgress
 from orchestrator.features import rule_schema
 from orchestrator.learning import versions
 from orchestrator.plan import Plan, check_plan
+from orchestrator.storage import contact_state
 from orchestrator.storage.db import make_engine, require_schema, session_scope
 from orchestrator.storage.models import (
     Decision,
@@ -59,7 +69,7 @@ from orchestrator.storage.run_repo import (
     insert_context,
     insert_decisions,
     load_customers,
-    load_history,
+    load_entries,
     partition_bounds,
 )
 from policies import POLICIES
@@ -177,12 +187,17 @@ def default_seed(salt: str, day: date) -> int:
 
 
 def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> History:
-    """The contact history of a batch's customers: what the blocking stages and the contact
-    features need (one indexed range query)."""
+    """The contact history of a batch's customers from the decision log (one indexed range
+    query): what dry runs and `orch explain` read; the run reads the contact state."""
+    entries = load_entries(conn, ids, day=prepared.setup.day, lookback_days=prepared.lookback_days)
+    return _history(prepared, entries, len(ids))
+
+
+def _history(prepared: Prepared, entries: Entries, n: int) -> History:
     plan = prepared.plan
-    return load_history(
-        conn,
-        ids,
+    return history_from_entries(
+        entries,
+        n,
         day=prepared.setup.day,
         lookback_days=prepared.lookback_days,
         campaign_vocab=[c.id for c in plan.campaigns],
@@ -210,9 +225,12 @@ def _alive(run: Run, now: datetime) -> bool:
     return now - run.heartbeat_at < STALE_AFTER
 
 
-def _acquire(engine: sa.Engine, spec: RunSpec, *, force: bool) -> tuple[Run | None, bool]:
+def _acquire(
+    engine: sa.Engine, spec: RunSpec, *, force: bool, lookback_days: int
+) -> tuple[Run | None, bool]:
     """Claim the run row for ``spec.day``; return (run, resumed), or (None, False) if already
-    done. A new run stores ``spec``; a resumed one keeps the spec it started with."""
+    done. A new run stores ``spec`` and how it reads contact history; a resumed one keeps
+    both."""
     now, day = utcnow(), spec.day
     try:
         with session_scope(engine) as session:
@@ -259,11 +277,14 @@ def _acquire(engine: sa.Engine, spec: RunSpec, *, force: bool) -> tuple[Run | No
                     spec=spec.to_json(),
                     policy_name=str(spec.plan["settings"]["policy"]["name"]),
                     policy_version_id=spec.policy.version_id,
+                    contacts=contact_state.mode_for(session, day, lookback_days),
                 )
             else:
                 run.status, run.owner, run.heartbeat_at, run.error = "running", _owner(), now, None
                 if run.spec is None:  # begun before runs kept their spec
                     run.spec = spec.to_json()
+                if run.contacts is None:
+                    run.contacts = "rebuild"
             session.add(run)
             session.flush()
             session.expunge(run)
@@ -289,6 +310,7 @@ def _clear_decisions(session: Session, day: date) -> None:
     session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
     session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
     session.exec(sa.delete(RunPartition).where(col(RunPartition.run_date) == day))
+    contact_state.invalidate(session.connection())
 
 
 def run_daily(
@@ -318,9 +340,10 @@ def run_daily(
     started = time.perf_counter()
     with session_scope(engine) as session:
         spec = load_spec(session, day, seed)
+    prepared = materialize(spec)
     if dry_run:
-        return _dry_run(engine, materialize(spec), batch_size, progress, started)
-    claimed, resumed = _acquire(engine, spec, force=force)
+        return _dry_run(engine, prepared, batch_size, progress, started)
+    claimed, resumed = _acquire(engine, spec, force=force, lookback_days=prepared.lookback_days)
     if claimed is None:
         with session_scope(engine) as session:
             done = session.exec(select(Run).where(col(Run.run_date) == day)).one()
@@ -530,19 +553,27 @@ def run_partition(
         session.add(row)
         after, hi, batch_no = row.last_customer_id or row.lo, row.hi, row.batches_done
         counts = RunCounts.from_json(row.counts)
+        rebuild = run.contacts != "state"
     prepared = materialize_cached(raw_spec)
     acts = prepared.setup.actions
+    horizon = contact_state.horizon_for(prepared.lookback_days)
     while True:
         with engine.connect() as reader:
-            raw = load_customers(reader, after=after, limit=batch_size, upto=hi)
-            if raw.ids:
-                history = load_batch_history(reader, prepared, raw.ids)
+            raw = load_customers(
+                reader, after=after, limit=batch_size, upto=hi, with_state=not rebuild
+            )
+            if raw.ids and rebuild:
+                entries = load_entries(reader, raw.ids, day=day, lookback_days=horizon)
+            elif raw.ids:
+                entries = decode_states(raw.states or [])
             reader.rollback()
         if not raw.ids:
             break
         logged = part * BATCH_STRIDE + batch_no
+        history = _history(prepared, entries, len(raw.ids))
         result = decide_partition(prepared, raw, history, batch=logged)
         counts.add(result.counts)
+        states = _states_after(prepared, result, entries, horizon, len(raw.ids))
         with engine.begin() as conn:
             moved = conn.execute(
                 sa.update(RunPartition)
@@ -562,6 +593,15 @@ def run_partition(
                 conn.rollback()
                 return counts.to_json()
             _write(conn, day, logged, prepared, result, acts.labels)
+            if rebuild:  # every customer of the batch: their state from the log, and today
+                contact_state.write_states(
+                    conn, raw.ids, states, replace_range=(after, raw.ids[-1])
+                )
+            else:  # only those decided today changed
+                rows = np.flatnonzero(result.decisions.decided)
+                contact_state.write_states(
+                    conn, [raw.ids[i] for i in rows.tolist()], [states[i] for i in rows.tolist()]
+                )
             conn.execute(
                 sa.update(Run)
                 .where(col(Run.run_date) == day)
@@ -577,6 +617,22 @@ def run_partition(
             .values(status="done", heartbeat_at=utcnow(), counts=counts.to_json())
         )
     return counts.to_json()
+
+
+def _states_after(
+    prepared: Prepared, result: PartitionResult, entries: Entries, horizon: int, n: int
+) -> list[bytes | None]:
+    """Each customer's contact state with today's decisions added."""
+    dec, acts = result.decisions, prepared.setup.actions
+    rows = np.flatnonzero(dec.decided)
+    camp = dec.campaign[rows]
+    ids = [acts.campaigns[c].id if c >= 0 else None for c in camp.tolist()]
+    channels = [acts.campaigns[c].channel if c >= 0 else None for c in camp.tolist()]
+    sent = (camp >= 0) & (dec.group[rows] == GROUP_TEST)
+    after = with_decisions(
+        entries, prepared.setup.day, horizon, rows, ids, channels, sent, dec.window_days[rows]
+    )
+    return encode_states(after, n)
 
 
 def _write(
@@ -619,6 +675,10 @@ def _finish(engine: sa.Engine, day: date, policy_name: str, spec: RunSpec) -> Ru
         run.batches_done = sum(p.batches_done for p in parts)
         run.last_customer_id = None
         session.add(run)
+        prepared = materialize_cached(bytes(run.spec)) if run.spec else materialize(spec)
+        contact_state.mark_complete(
+            session.connection(), day, contact_state.horizon_for(prepared.lookback_days)
+        )
     return counts
 
 

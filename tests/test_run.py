@@ -347,3 +347,44 @@ def test_explain_shows_the_choice_the_run_made(ready: sa.Engine) -> None:
         x = explain_customer(ready, r[1], DAY)
         label = f"{r[2]}/{r[3]}" if r[2] else "(send nothing)"
         assert x.would_choose == label, r
+
+
+def test_contact_state_decides_as_the_decision_log(ready: sa.Engine, db_url: str) -> None:
+    """Runs that read the contact state decide exactly as runs that rebuild it from the log."""
+    from orchestrator.storage import contact_state
+
+    days = [DAY + timedelta(days=i) for i in range(8)]
+    for day in days:
+        run_daily(ready, day=day, batch_size=130)
+    kept = decisions(ready)
+    with Session(ready) as s:
+        modes = [r.contacts for r in s.exec(select(Run).order_by(Run.run_date))]
+    assert modes == ["rebuild"] + ["state"] * 7
+
+    other = make_engine(db_url)
+    with other.begin() as conn:
+        conn.execute(sa.text("DELETE FROM decision_context"))
+        conn.execute(sa.text("DELETE FROM decision"))
+        conn.execute(sa.text("DELETE FROM run_partition"))
+        conn.execute(sa.text("DELETE FROM run"))
+        conn.execute(sa.text("DELETE FROM contact_state"))
+        contact_state.invalidate(conn)
+    for day in days:
+        with other.begin() as conn:
+            contact_state.invalidate(conn)
+        run_daily(other, day=day, batch_size=130)
+    with Session(other) as s:
+        assert {r.contacts for r in s.exec(select(Run))} == {"rebuild"}
+    assert decisions(other) == kept
+    other.dispose()
+
+
+def test_a_forced_rerun_rebuilds_the_contact_state(ready: sa.Engine) -> None:
+    run_daily(ready, day=DAY, batch_size=200)
+    run_daily(ready, day=DAY + timedelta(days=1), batch_size=200)
+    run_daily(ready, day=DAY + timedelta(days=1), batch_size=200, force=True, seed=99)
+    run_daily(ready, day=DAY + timedelta(days=2), batch_size=200)
+    with Session(ready) as s:
+        modes = {r.run_date: r.contacts for r in s.exec(select(Run))}
+    assert modes[DAY + timedelta(days=1)] == "rebuild"  # its old decisions were cleared
+    assert modes[DAY + timedelta(days=2)] == "state"

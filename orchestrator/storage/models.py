@@ -228,6 +228,7 @@ class Run(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=sa.Text)
     spec: bytes | None = Field(default=None, sa_type=sa.LargeBinary)  # RunSpec JSON it decides with
     partitions: int | None = None
+    contacts: str | None = Field(default=None, max_length=16)  # state | rebuild: see contact_state
 
 
 class RunPartition(SQLModel, table=True):
@@ -246,6 +247,27 @@ class RunPartition(SQLModel, table=True):
     owner: str = Field(default="", max_length=128)
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
     attempts: int = 0
+
+
+class ContactState(SQLModel, table=True):
+    """A customer's recent decisions as packed entries (``orchestrator.engine.contacts``),
+    written with the decisions, so a run reads one row per customer, not the decision log."""
+
+    __tablename__ = "contact_state"
+
+    customer_id: str = Field(primary_key=True, sa_type=CustomerId)
+    state: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class ContactStateMark(SQLModel, table=True):
+    """Which run the contact states are complete through (one row; None: rebuild them)."""
+
+    __tablename__ = "contact_state_mark"
+
+    id: int = Field(default=1, primary_key=True)
+    through: date | None = None
+    horizon_days: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
 
 
 class Decision(SQLModel, table=True):

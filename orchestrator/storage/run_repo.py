@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from orchestrator.engine.history import History, history_from_columns
+from orchestrator.engine.contacts import Entries, entries_from_columns
 from orchestrator.engine.partition import DECISION_COLUMNS
 from orchestrator.features import COMPUTED_FEATURES
 from orchestrator.storage.bulk import bulk_insert
@@ -28,11 +28,13 @@ def _collate(conn: sa.Connection) -> str:
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Customers in id order: ``ids``, their attribute dicts and computed-feature columns."""
+    """Customers in id order: ``ids``, their attribute dicts and computed-feature columns, and
+    (when asked) their stored contact states."""
 
     ids: list[str]
     attributes: list[dict[str, Any]]
     features: dict[str, list[Any]]
+    states: list[bytes | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -46,36 +48,57 @@ def load_customers(
     customer_id: str | None = None,
     feature_names: Sequence[str] = FEATURE_COLUMNS,
     upto: str | None = None,
+    with_state: bool = False,
 ) -> RawBatch:
     """The next ``limit`` customers with id greater than ``after`` and at most ``upto`` (or one
-    given customer)."""
+    given customer), with their contact state if ``with_state``."""
     collate = _collate(conn)
-    attrs = "c.attributes::text" if conn.dialect.name == "postgresql" else "c.attributes"
+    pg = conn.dialect.name == "postgresql"
+    attrs = "c.attributes::text" if pg else "c.attributes"
     feats = "".join(f", f.{name}" for name in feature_names)
+    state = ", s.state" if with_state else ""
+    join_state = " LEFT JOIN contact_state s ON s.customer_id = c.customer_id" if with_state else ""
+    params: dict[str, Any] = {"limit": limit}
     if customer_id is not None:
-        where, params = "c.customer_id = :cid", {"cid": customer_id}
+        where, params["cid"] = "c.customer_id = :cid", customer_id
     elif after is None:
-        where, params = "1 = 1", {}
+        where = "1 = 1"
     else:
-        where, params = f"c.customer_id{collate} > :after", {"after": after}
+        where, params["after"] = f"c.customer_id{collate} > :after", after
     if upto is not None and customer_id is None:
         where += f" AND c.customer_id{collate} <= :upto"
-        params = {**params, "upto": upto}
-    sql = sa.text(
-        f"SELECT c.customer_id, {attrs}{feats} FROM customer c "
-        f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id "
+        params["upto"] = upto
+    sql = (
+        f"SELECT c.customer_id, {attrs}{feats}{state} FROM customer c "
+        f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id{join_state} "
         f"WHERE {where} ORDER BY c.customer_id{collate} LIMIT :limit"
     )
-    rows = conn.execute(sql, {**params, "limit": limit}).all()
+    rows = _fetch(conn, sql, params)
     if not rows:
-        return RawBatch([], [], {name: [] for name in feature_names})
+        return RawBatch([], [], {name: [] for name in feature_names}, [] if with_state else None)
     cols = list(zip(*rows, strict=True))
     loads = orjson.loads
+    k = len(feature_names)
     return RawBatch(
         ids=list(cols[0]),
         attributes=[loads(a) if a else {} for a in cols[1]],
         features={name: list(cols[2 + i]) for i, name in enumerate(feature_names)},
+        states=[bytes(b) if b is not None else None for b in cols[2 + k]] if with_state else None,
     )
+
+
+def _fetch(conn: sa.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Rows of ``sql`` (``:name`` parameters) through the driver's own cursor: no SQLAlchemy
+    result objects for a million rows."""
+    if conn.dialect.name == "postgresql":
+        for name in params:
+            sql = sql.replace(f":{name}", f"%({name})s")
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
 
 
 def count_customers(conn: sa.Connection) -> int:
@@ -106,23 +129,17 @@ def partition_bounds(conn: sa.Connection, count: int) -> list[tuple[str | None, 
     return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-def load_history(
-    conn: sa.Connection,
-    ids: Sequence[str],
-    *,
-    day: date,
-    lookback_days: int,
-    campaign_vocab: Sequence[str],
-    channel_vocab: Sequence[str],
-    measured: Mapping[str, bool],
-) -> History:
-    """Decisions of the batch's customers in the ``lookback_days`` before ``day``.
+def load_entries(
+    conn: sa.Connection, ids: Sequence[str], *, day: date, lookback_days: int
+) -> Entries:
+    """Decisions of the batch's customers ``ids`` (sorted) in the ``lookback_days`` before
+    ``day``, from the decision log (one indexed range query).
 
     Ages and open-window days are computed by the database, so only ids and labels cross into
     Python.
     """
     if not ids:
-        return History.empty(campaign_vocab, channel_vocab)
+        return Entries.empty()
     collate = _collate(conn)
     since = date.fromordinal(day.toordinal() - lookback_days)
     if conn.dialect.name == "postgresql":
@@ -142,34 +159,26 @@ def load_history(
         "AND run_date >= :since AND run_date < :day"
     )
     params = {"lo": ids[0], "hi": ids[-1], "since": since, "day": day}
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    if conn.dialect.name == "postgresql":
-        cur.execute(
-            sql.replace(":lo", "%(lo)s")
-            .replace(":hi", "%(hi)s")
-            .replace(":since", "%(since)s")
-            .replace(":day", "%(day)s"),
-            params,
-        )
-    else:
-        cur.execute(sql, params)
-    rows = cur.fetchall()
-    cur.close()
+    rows = _fetch(conn, sql, params)
     if not rows:
-        return History.empty(campaign_vocab, channel_vocab)
+        return Entries.empty()
     cust, age_col, camps, chans, sent, window_left = zip(*rows, strict=True)
-    return history_from_columns(
-        cust,
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    row = np.fromiter((row_of.get(c, -1) for c in cust), np.int64, len(cust))
+    keep = row >= 0
+    entries = entries_from_columns(
+        row,
+        day,
         np.asarray(age_col, dtype=np.int64),
+        np.asarray(window_left, dtype=np.int64),
         camps,
         chans,
         np.asarray(sent, dtype=bool),
-        np.asarray(window_left, dtype=np.int64),
-        ids,
-        campaign_vocab=campaign_vocab,
-        channel_vocab=channel_vocab,
-        measured=measured,
     )
+    if keep.all():
+        return entries
+    ok = entries.row >= 0
+    return Entries(entries.row[ok], entries.data[ok])
 
 
 def insert_context(

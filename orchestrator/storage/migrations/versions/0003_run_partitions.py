@@ -1,9 +1,12 @@
-"""run_partition: a run in customer-id ranges, each with its own resume point; run.spec
+"""run_partition: a run in customer-id ranges, each with its own resume point; run.spec;
+contact_state: each customer's recent decisions, one row per customer
 
 A run is split into partitions (customer-id ranges) that can be decided by different worker
 processes; each partition commits its decisions together with its own checkpoint, so a worker
 that dies loses only its uncommitted batch. ``run.spec`` keeps what the run decides with (plan,
 policy state, seed) so a resumed run decides with the same spec it started with.
+``contact_state`` keeps each customer's recent decisions as one packed row, maintained with the
+decisions; ``contact_state_mark`` says which run it is complete through.
 
 Revision ID: 0003
 Revises: 0002
@@ -41,10 +44,26 @@ def upgrade() -> None:
     with op.batch_alter_table("run") as batch:
         batch.add_column(sa.Column("spec", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("partitions", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("contacts", sa.String(16), nullable=True))
+    op.create_table(
+        "contact_state",
+        sa.Column("customer_id", CustomerId, primary_key=True),
+        sa.Column("state", sa.LargeBinary(), nullable=False),
+    )
+    op.create_table(
+        "contact_state_mark",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("through", sa.Date(), nullable=True),
+        sa.Column("horizon_days", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("contact_state_mark")
+    op.drop_table("contact_state")
     with op.batch_alter_table("run") as batch:
+        batch.drop_column("contacts")
         batch.drop_column("partitions")
         batch.drop_column("spec")
     op.drop_table("run_partition")
