@@ -233,7 +233,8 @@ def vw_against_bare_loops(
                 finish(vw, examples)
 
         def run_policy(rows: slice = rows) -> None:
-            policy.choose(contexts[rows], features, eligible[rows], Draws.seeded(len(contexts[rows]), 1))
+            n_rows = len(contexts[rows])
+            policy.choose(contexts[rows], features, eligible[rows], Draws.seeded(n_rows, 1))
 
         best = race({"policy": run_policy, "bare": low_level}, repeats)
         policy_time += best["policy"]

@@ -310,7 +310,10 @@ def _clear_decisions(session: Session, day: date) -> None:
     session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
     session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
     session.exec(sa.delete(RunPartition).where(col(RunPartition.run_date) == day))
-    contact_state.invalidate(session.connection())
+    later = session.exec(select(sa.func.count()).where(col(Decision.run_date) > day)).one()
+    if later:  # states hold decisions after the cleared day: rebuild them from the log
+        contact_state.invalidate(session.connection())
+    # Otherwise the rerun replaces the day's entries of every state that has one.
 
 
 def run_daily(
@@ -597,8 +600,9 @@ def run_partition(
                 contact_state.write_states(
                     conn, raw.ids, states, replace_range=(after, raw.ids[-1])
                 )
-            else:  # only those decided today changed
-                rows = np.flatnonzero(result.decisions.decided)
+            else:  # those decided today, and those a cleared run of today had decided
+                changed = result.decisions.decided | _has_day(entries, day, len(raw.ids))
+                rows = np.flatnonzero(changed)
                 contact_state.write_states(
                     conn, [raw.ids[i] for i in rows.tolist()], [states[i] for i in rows.tolist()]
                 )
@@ -617,6 +621,13 @@ def run_partition(
             .values(status="done", heartbeat_at=utcnow(), counts=counts.to_json())
         )
     return counts.to_json()
+
+
+def _has_day(entries: Entries, day: date, n: int) -> np.ndarray:
+    """``(n,)`` bool: the customer's state has an entry of ``day`` or later."""
+    out = np.zeros(n, dtype=bool)
+    out[entries.row[entries.data["day"] >= day.toordinal()]] = True
+    return out
 
 
 def _states_after(

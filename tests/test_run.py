@@ -349,42 +349,45 @@ def test_explain_shows_the_choice_the_run_made(ready: sa.Engine) -> None:
         assert x.would_choose == label, r
 
 
-def test_contact_state_decides_as_the_decision_log(ready: sa.Engine, db_url: str) -> None:
-    """Runs that read the contact state decide exactly as runs that rebuild it from the log."""
+def test_contact_state_decides_as_the_decision_log(
+    ready: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Runs that read the contact state decide exactly as runs that rebuild it from the log,
+    forced reruns of the latest date and of an older one included."""
     from orchestrator.storage import contact_state
 
     days = [DAY + timedelta(days=i) for i in range(8)]
-    for day in days:
-        run_daily(ready, day=day, batch_size=130)
+    narrow = tmp_path / "narrow.yaml"  # fewer customers decided: the rerun must drop the rest
+    narrow.write_text(
+        PLAN.read_text().replace("target: 'lifecycle_stage == \"at_risk\"'", "target: 'false'")
+    )
+    assert narrow.read_text() != PLAN.read_text()
+
+    def play(engine: sa.Engine, *, rebuild: bool) -> None:
+        for i, day in enumerate(days):
+            if rebuild:
+                with engine.begin() as conn:
+                    contact_state.invalidate(conn)
+            run_daily(engine, day=day, batch_size=130)
+            if i == 3:  # redo the latest date with another plan and seed
+                admin.apply_plan_file(engine, narrow, actor="test")
+                run_daily(engine, day=day, batch_size=130, force=True, seed=5)
+                admin.apply_plan_file(engine, PLAN, actor="test")
+        run_daily(engine, day=days[2], batch_size=130, force=True, seed=6)  # an older date
+        run_daily(engine, day=days[-1] + timedelta(days=1), batch_size=130, force=True)
+
+    play(ready, rebuild=False)
     kept = decisions(ready)
     with Session(ready) as s:
-        modes = [r.contacts for r in s.exec(select(Run).order_by(Run.run_date))]
-    assert modes == ["rebuild"] + ["state"] * 7
+        modes = {r.run_date: r.contacts for r in s.exec(select(Run))}
+    assert modes[days[0]] == "rebuild" and modes[days[4]] == "state" and modes[days[3]] == "state"
+    assert modes[days[-1] + timedelta(days=1)] == "rebuild"  # after the older date's rerun
 
     other = make_engine(db_url)
     with other.begin() as conn:
-        conn.execute(sa.text("DELETE FROM decision_context"))
-        conn.execute(sa.text("DELETE FROM decision"))
-        conn.execute(sa.text("DELETE FROM run_partition"))
-        conn.execute(sa.text("DELETE FROM run"))
-        conn.execute(sa.text("DELETE FROM contact_state"))
+        for table in ("decision_context", "decision", "run_partition", "run", "contact_state"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))
         contact_state.invalidate(conn)
-    for day in days:
-        with other.begin() as conn:
-            contact_state.invalidate(conn)
-        run_daily(other, day=day, batch_size=130)
-    with Session(other) as s:
-        assert {r.contacts for r in s.exec(select(Run))} == {"rebuild"}
+    play(other, rebuild=True)
     assert decisions(other) == kept
     other.dispose()
-
-
-def test_a_forced_rerun_rebuilds_the_contact_state(ready: sa.Engine) -> None:
-    run_daily(ready, day=DAY, batch_size=200)
-    run_daily(ready, day=DAY + timedelta(days=1), batch_size=200)
-    run_daily(ready, day=DAY + timedelta(days=1), batch_size=200, force=True, seed=99)
-    run_daily(ready, day=DAY + timedelta(days=2), batch_size=200)
-    with Session(ready) as s:
-        modes = {r.run_date: r.contacts for r in s.exec(select(Run))}
-    assert modes[DAY + timedelta(days=1)] == "rebuild"  # its old decisions were cleared
-    assert modes[DAY + timedelta(days=2)] == "state"

@@ -71,17 +71,21 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
     ok = rule_ok.copy()
     targeted = np.asarray(rule_ok.any(axis=1), dtype=bool)
     suppressed_by = np.full(n, -1, dtype=np.int8)
+    alive = targeted
     for si, stage in enumerate(STAGES):
         masks[stage.name] = blocked = stage.blocks(setup, batch)
-        before = ok.any(axis=1)
         ok &= ~blocked
-        suppressed_by[before & ~ok.any(axis=1)] = si
+        still = ok.any(axis=1)
+        suppressed_by[alive & ~still] = si
+        alive = still
     gc = masks["global_control"][:, 0] if n_c else np.zeros(n, dtype=bool)
 
+    # Real actions come first, "send nothing" (if any) last: column blocks, not masks.
     n_a = acts.n_actions
-    real = acts.campaign_of >= 0
+    n_real = n_a - (acts.no_send is not None)
+    camp_of = acts.campaign_of[:n_real]
     eligible = np.zeros((n, n_a), dtype=bool)
-    eligible[:, real] = ok[:, acts.campaign_of[real]]
+    eligible[:, :n_real] = ok.take(camp_of, axis=1)
 
     action = np.full(n, -1, dtype=np.int64)
     propensity = np.zeros(n)
@@ -91,14 +95,16 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
 
     # Manual priorities: the eligible prioritized campaign with the lowest number wins; the
     # policy then picks among that campaign's treatments only.
-    prio = np.where(ok, acts.priority[None, :], np.inf)
-    best = prio.min(axis=1) if n_c else np.full(n, np.inf)
-    by_priority = np.isfinite(best)
+    ranked = np.flatnonzero(np.isfinite(acts.priority))
+    by_priority = np.zeros(n, dtype=bool)
+    if len(ranked):
+        prio = np.where(ok[:, ranked], acts.priority[ranked][None, :], np.inf)
+        by_priority = np.isfinite(prio.min(axis=1))
     if by_priority.any():
         rows = np.flatnonzero(by_priority)
-        chosen_c = prio[rows].argmin(axis=1)
+        chosen_c = ranked[prio[rows].argmin(axis=1)]
         allowed = np.zeros((len(rows), n_a), dtype=bool)
-        allowed[:, real] = acts.campaign_of[real][None, :] == chosen_c[:, None]
+        allowed[:, :n_real] = camp_of[None, :] == chosen_c[:, None]
         choice = setup.policy.choose(
             batch.contexts[rows], acts.features, allowed, batch.draws.take(rows)
         )
@@ -107,9 +113,10 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
         if explain:
             scores[rows], dists[rows] = choice.scores, choice.action_dist  # type: ignore[index]
 
+    any_option = alive
     if acts.no_send is not None:
-        eligible[:, acts.no_send] = eligible.any(axis=1)
-    by_policy = ~by_priority & eligible.any(axis=1)
+        eligible[:, acts.no_send] = any_option
+    by_policy = ~by_priority & any_option
     if by_policy.any():
         rows = np.flatnonzero(by_policy)
         allowed = eligible[rows]

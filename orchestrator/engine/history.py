@@ -161,7 +161,7 @@ def cap_blocks(
     window that ends today (``per_days - 1`` past days plus today).
     """
     glob = np.zeros(n, dtype=bool)
-    by_campaign = np.zeros((n, actions.n_campaigns), dtype=bool)
+    by_channel = np.zeros((n, len(actions.channels)), dtype=bool)
     for cap in caps:
         recent = history.sent & (history.age < cap.per_days)
         if cap.scope == "channel":
@@ -173,9 +173,8 @@ def cap_blocks(
         if cap.scope == "global":
             glob |= full
         elif cap.channel in actions.channels:
-            cols = actions.channel_of == actions.channels.index(cap.channel)
-            by_campaign[:, cols] |= full[:, None]
-    return glob, by_campaign
+            by_channel[:, actions.channels.index(cap.channel)] |= full
+    return glob, by_channel.take(actions.channel_of, axis=1)
 
 
 def open_windows(history: History, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -180,18 +180,26 @@ def bulk_insert(
     *,
     on_conflict_do_nothing: tuple[str, ...] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    native: bool = False,
 ) -> int:
     """Insert ``rows`` (tuples in ``columns`` order); return how many were inserted.
 
-    Values are Python values: datetimes naive UTC, dicts and lists for JSON columns. With
-    ``on_conflict_do_nothing`` (the columns of a unique constraint), rows whose key exists, in
-    the table or earlier in ``rows``, are skipped instead of failing.
+    Values are Python values: datetimes naive UTC, dicts and lists for JSON columns; with
+    ``native`` they are already what the driver stores (str, int, float, bytes, None: dates as
+    ISO text) and go in unconverted. With ``on_conflict_do_nothing`` (the columns of a unique
+    constraint), rows whose key exists, in the table or earlier in ``rows``, are skipped
+    instead of failing.
     """
     inserted = 0
     iterator = iter(rows)
     postgres = is_postgres_conn(conn)
     convert = _pg_value if postgres else _sqlite_value
-    while chunk := [tuple(map(convert, r)) for r in islice(iterator, chunk_rows)]:
+
+    def chunks() -> Iterator[list[tuple[Any, ...]]]:
+        while chunk := list(islice(iterator, chunk_rows)):
+            yield chunk if native else [tuple(map(convert, r)) for r in chunk]
+
+    for chunk in chunks():
         if postgres:
             inserted += _pg_insert_rows(conn, table, columns, chunk, on_conflict_do_nothing)
         else:

@@ -5,7 +5,9 @@ The states are complete through a run date (``contact_state_mark.through``). A r
 ("state" mode) when they are complete through the last run before it and keep enough days;
 otherwise it reads the decision log and rewrites every state of its batches ("rebuild" mode),
 which makes them complete again. Anything that changes past decisions outside a run (a forced
-rerun that clears a date, imported decisions) calls ``invalidate``.
+rerun that clears a date with later decisions, imported decisions) calls ``invalidate``; a
+forced rerun of the latest date needs no rebuild, since it rewrites every state that holds an
+entry of that date.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def mode_for(session: Session, day: date, lookback_days: int) -> str:
     last = session.exec(
         select(sa.func.max(Run.run_date)).where(col(Run.status) == "done", col(Run.run_date) < day)
     ).one()
-    return "state" if last == mark.through else "rebuild"
+    return "state" if last is None or last <= mark.through else "rebuild"
 
 
 def mark_complete(conn: sa.Connection, day: date, horizon: int) -> None:

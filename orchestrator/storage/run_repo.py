@@ -83,7 +83,7 @@ def load_customers(
         ids=list(cols[0]),
         attributes=[loads(a) if a else {} for a in cols[1]],
         features={name: list(cols[2 + i]) for i, name in enumerate(feature_names)},
-        states=[bytes(b) if b is not None else None for b in cols[2 + k]] if with_state else None,
+        states=list(cols[2 + k]) if with_state else None,
     )
 
 
@@ -251,4 +251,4 @@ def insert_decisions(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> in
 
     Dates go in as ISO text, which both backends store as dates.
     """
-    return bulk_insert(conn, "decision", DECISION_COLUMNS, rows) if rows else 0
+    return bulk_insert(conn, "decision", DECISION_COLUMNS, rows, native=True) if rows else 0
