@@ -267,27 +267,35 @@ from sqlmodel import select
 from orchestrator.storage.db import make_engine, session_scope
 from orchestrator.storage.models import PlanSetting, Run
 from orchestrator.run import run_daily
-engine = make_engine(sys.argv[1])
-day = date.fromisoformat(sys.argv[2])
-workers = int(sys.argv[6]) or None
-with session_scope(engine) as session:  # the policy to run with
-    row = session.get(PlanSetting, "policy")
-    row.value = {**row.value, "name": sys.argv[4], "params": {}}
-    session.add(row)
-profile = cProfile.Profile() if sys.argv[5] else None
-t = time.perf_counter()
-if profile:
-    profile.enable()
-report = run_daily(engine, day=day, batch_size=int(sys.argv[3]), force=True, workers=workers)
-if profile:
-    profile.disable()
-    profile.dump_stats(sys.argv[5])
-seconds = time.perf_counter() - t
-with session_scope(engine) as session:
-    mode = session.exec(select(Run).where(Run.run_date == day)).one().contacts
-print(json.dumps({"seconds": seconds, "decided": report.decided, "mode": mode,
-                  "customers": report.customers, "suppressed": report.counts["suppressed"],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    engine = make_engine(sys.argv[1])
+    day = date.fromisoformat(sys.argv[2])
+    workers = int(sys.argv[6]) or None
+    with session_scope(engine) as session:  # the policy to run with
+        row = session.get(PlanSetting, "policy")
+        row.value = {**row.value, "name": sys.argv[4], "params": {}}
+        session.add(row)
+    profile = cProfile.Profile() if sys.argv[5] else None
+    t = time.perf_counter()
+    if profile:
+        profile.enable()
+    report = run_daily(engine, day=day, batch_size=int(sys.argv[3]), force=True, workers=workers)
+    if profile:
+        profile.disable()
+        profile.dump_stats(sys.argv[5])
+    seconds = time.perf_counter() - t
+    with session_scope(engine) as session:
+        mode = session.exec(select(Run).where(Run.run_date == day)).one().contacts
+    print(json.dumps({"seconds": seconds, "decided": report.decided, "mode": mode,
+                      "workers": report.workers, "worker_mb": report.worker_peak_mb,
+                      "customers": report.customers, "suppressed": report.counts["suppressed"],
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":  # Dask's worker processes import this module
+    main()
 """
 
 
@@ -316,13 +324,23 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     ap.add_argument("--postgres-url", default=None, help="also run on this PostgreSQL database")
     ap.add_argument("--reuse", action="store_true", help="reuse a database built before")
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     ap.add_argument("--profile", default=None, help="write a cProfile of the run here")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        default=None,
+        help="also run PostgreSQL on a local Dask cluster of N workers (repeatable)",
+    )
     ap.add_argument(
         "--policy", action="append", default=None, help="policy to run (repeatable; uniform)"
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    targets = [("sqlite", f"sqlite:///{args.out}/bench_run_{args.customers}.db")]
+    targets = []
+    if not args.no_sqlite:
+        targets.append(("sqlite", f"sqlite:///{args.out}/bench_run_{args.customers}.db"))
     if args.postgres_url:
         targets.append(("postgresql", normalize_url(args.postgres_url)))
     results = []
@@ -336,10 +354,15 @@ def main() -> None:
                 build(url, args.customers, args.seed)
         else:
             engine = make_engine(url)
-            with engine.begin() as conn:
-                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            with engine.connect() as conn:
+                built = conn.exec_driver_sql(
+                    "SELECT to_regclass('public.customer') IS NOT NULL"
+                ).scalar() and conn.exec_driver_sql("SELECT COUNT(*) FROM customer").scalar()
+            if not (args.reuse and built == args.customers):
+                with engine.begin() as conn:
+                    conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                build(url, args.customers, args.seed)
             engine.dispose()
-            build(url, args.customers, args.seed)
         for policy in args.policy or ["uniform"]:
             # The first run after the history was written reads the decision log and builds
             # the contact states; the same date run again (forced) is the daily case: it
@@ -353,6 +376,17 @@ def main() -> None:
             r = measure(url, RUN_DAY, args.batch_size, args.profile, policy)
             r["backend"], r["policy"], r["first_seconds"] = backend, policy, first["seconds"]
             results.append(r)
+            for n in (args.workers or []) if backend == "postgresql" else []:
+                w = measure(url, RUN_DAY, args.batch_size, None, policy, workers=n)
+                w["backend"], w["policy"], w["first_seconds"] = backend, policy, first["seconds"]
+                results.append(w)
+                print(
+                    f"  daily run ({policy}, {n} Dask workers): {w['seconds']:.1f} s, "
+                    f"{w['customers'] / w['seconds']:,.0f} customers/s, "
+                    f"peak RSS per worker {w['worker_mb']:.0f} MB "
+                    f"(speed-up {r['seconds'] / w['seconds']:.2f}x over one process)",
+                    flush=True,
+                )
             print(
                 f"  daily run ({policy}, {r['mode']} contact state): {r['seconds']:.1f} s, "
                 f"{r['customers'] / r['seconds']:,.0f} customers/s, {r['decided']:,} decisions, "
@@ -361,14 +395,15 @@ def main() -> None:
             )
     print()
     print(
-        f"{'backend':<12}{'policy':<9}{'customers':>12}{'seconds':>10}{'cust/s':>12}"
-        f"{'decisions':>12}{'peak MB':>10}{'first run s':>13}"
+        f"{'backend':<12}{'policy':<9}{'workers':>8}{'customers':>12}{'seconds':>10}"
+        f"{'cust/s':>12}{'decisions':>12}{'peak MB':>10}{'first run s':>13}"
     )
     for r in results:
+        peak = r["worker_mb"] if r.get("workers") else r["rss_mb"]
         print(
-            f"{r['backend']:<12}{r['policy']:<9}{r['customers']:>12,}{r['seconds']:>10.1f}"
-            f"{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}{r['rss_mb']:>10.0f}"
-            f"{r['first_seconds']:>13.1f}"
+            f"{r['backend']:<12}{r['policy']:<9}{r.get('workers') or 1:>8}{r['customers']:>12,}"
+            f"{r['seconds']:>10.1f}{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}"
+            f"{peak:>10.0f}{r['first_seconds']:>13.1f}"
         )
 
 

@@ -24,6 +24,13 @@ from orchestrator.errors import InputError
 SCHEDULER_ENV = "ORCH_DASK_SCHEDULER"
 
 
+def _peak_rss_mb() -> float:
+    """The calling process's peak resident memory, in MB (run on each worker)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_partitions_on_dask(
     engine: sa.Engine,
     day: date,
@@ -35,8 +42,9 @@ def run_partitions_on_dask(
     progress: Callable[[int, int | None], None] | None,
     done_before: int,
     worker_memory: str | None = None,
-) -> int:
-    """Run the ``parts`` of the run of ``day``; return how many workers took part."""
+) -> tuple[int, float]:
+    """Run the ``parts`` of the run of ``day``; return how many workers took part and the
+    largest peak memory (MB) among them."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - a dependency of the package
@@ -83,7 +91,8 @@ def run_partitions_on_dask(
             done += int(counts.get("customers", 0))
             if progress:
                 progress(done, max(total, done))
-        return used
+        peaks = client.run(_peak_rss_mb)
+        return used, max(peaks.values(), default=0.0)
     finally:
         client.close()
         if cluster is not None:

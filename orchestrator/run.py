@@ -93,6 +93,7 @@ class RunReport:
     policy_name: str = ""
     partitions: int = 1
     workers: int = 0  # 0: decided in this process
+    worker_peak_mb: float = 0.0  # the largest peak memory of a Dask worker
     counts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -374,7 +375,7 @@ def run_daily(
         if distributed:
             from orchestrator.distributed import run_partitions_on_dask
 
-            report.workers = run_partitions_on_dask(
+            report.workers, report.worker_peak_mb = run_partitions_on_dask(
                 engine,
                 day,
                 pending,

@@ -75,7 +75,7 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
     for si, stage in enumerate(STAGES):
         masks[stage.name] = blocked = stage.blocks(setup, batch)
         ok &= ~blocked
-        still = ok.any(axis=1)
+        still = np.asarray(ok.any(axis=1), dtype=bool)
         suppressed_by[alive & ~still] = si
         alive = still
     gc = masks["global_control"][:, 0] if n_c else np.zeros(n, dtype=bool)

@@ -197,7 +197,7 @@ def bulk_insert(
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:
         while chunk := list(islice(iterator, chunk_rows)):
-            yield chunk if native else [tuple(map(convert, r)) for r in chunk]
+            yield [tuple(r) for r in chunk] if native else [tuple(map(convert, r)) for r in chunk]
 
     for chunk in chunks():
         if postgres:
