@@ -34,6 +34,7 @@ def _peak_rss_mb() -> float:
 def run_partitions_on_dask(
     engine: sa.Engine,
     day: date,
+    token: str | None,
     parts: list[int],
     batch_size: int,
     *,
@@ -79,7 +80,14 @@ def run_partitions_on_dask(
         used = len(client.scheduler_info().get("workers", {}))
         futures = [
             client.submit(
-                run_partition, url, day, part, batch_size, key=f"orch-run-{day}-{part}", retries=2
+                run_partition,
+                url,
+                day,
+                part,
+                batch_size,
+                token=token,
+                key=f"orch-run-{day}-{token}-{part}",
+                retries=2,
             )
             for part in parts
         ]

@@ -17,8 +17,9 @@ import math
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -214,7 +215,8 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(run: Run, now: datetime) -> bool:
+def _alive(run: Run | RunPartition, now: datetime) -> bool:
+    """Whether the process that owns a run (or a partition) may still be working on it."""
     host, _, pid = run.owner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
@@ -245,6 +247,16 @@ def _acquire(
                         f"last heartbeat {other.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); "
                         "wait for it to finish"
                     )
+            busy = session.exec(
+                select(RunPartition).where(col(RunPartition.status) == "running")
+            ).all()
+            for p in busy:  # a worker of a run whose coordinator died may still be writing
+                if p.owner != _owner() and _alive(p, now):
+                    raise RunInProgress(
+                        f"partition {p.part} of the run for {p.run_date} is being decided "
+                        f"(owner {p.owner}, last heartbeat {p.heartbeat_at:%Y-%m-%d %H:%M:%S} "
+                        "UTC); wait for it, or stop that worker"
+                    )
             unfinished = [r for r in runs if r.status != "done" and r.run_date != day]
             if unfinished and not force:
                 raise InputError(
@@ -267,6 +279,7 @@ def _acquire(
                 session.flush()
                 run = None
             if run is None:
+                mode, generation = contact_state.prepare_run(session, day, lookback_days)
                 run = Run(
                     run_date=day,
                     status="running",
@@ -278,14 +291,19 @@ def _acquire(
                     spec=spec.to_json(),
                     policy_name=str(spec.plan["settings"]["policy"]["name"]),
                     policy_version_id=spec.policy.version_id,
-                    contacts=contact_state.mode_for(session, day, lookback_days),
+                    contacts=mode,
+                    contacts_generation=generation,
+                    token=uuid.uuid4().hex,
                 )
             else:
                 run.status, run.owner, run.heartbeat_at, run.error = "running", _owner(), now, None
-                if run.spec is None:  # begun before runs kept their spec
-                    run.spec = spec.to_json()
-                if run.contacts is None:
-                    run.contacts = "rebuild"
+                run.token = run.token or uuid.uuid4().hex
+                if run.spec is None:  # begun before runs kept their spec: its seed stays
+                    run.spec = replace(spec, seed=run.seed).to_json()
+                if run.contacts is None:  # begun before contact states: their batches have none
+                    run.contacts, run.contacts_generation = "rebuild", -1
+                elif run.contacts_generation != contact_state.generation(session.connection()):
+                    run.contacts = "rebuild"  # past decisions changed since it began
             session.add(run)
             session.flush()
             session.expunge(run)
@@ -311,10 +329,7 @@ def _clear_decisions(session: Session, day: date) -> None:
     session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
     session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
     session.exec(sa.delete(RunPartition).where(col(RunPartition.run_date) == day))
-    later = session.exec(select(sa.func.count()).where(col(Decision.run_date) > day)).one()
-    if later:  # states hold decisions after the cleared day: rebuild them from the log
-        contact_state.invalidate(session.connection())
-    # Otherwise the rerun replaces the day's entries of every state that has one.
+    # contact_state.prepare_run decides what the states need (the new run calls it next).
 
 
 def run_daily(
@@ -378,6 +393,7 @@ def run_daily(
             report.workers, report.worker_peak_mb = run_partitions_on_dask(
                 engine,
                 day,
+                run.token,
                 pending,
                 batch_size,
                 workers=workers,
@@ -389,7 +405,12 @@ def run_daily(
             grand = _customers(engine)
             for part in pending:
                 run_partition(
-                    engine, day, part, batch_size, progress=_offset(progress, total, grand)
+                    engine,
+                    day,
+                    part,
+                    batch_size,
+                    token=run.token,
+                    progress=_offset(progress, total, grand),
                 )
                 total = _done_customers(engine, day)
         counts = _finish(engine, day, report.policy_name, spec)
@@ -499,6 +520,7 @@ def _partitions(
                 batches_done=run.batches_done,
                 counts=run.counts,
                 owner="",
+                run_token=run.token,
             )
             bounds: list[tuple[str | None, str | None]] = []
         elif workers or scheduler:
@@ -508,7 +530,9 @@ def _partitions(
         else:
             bounds = [(None, None)]
         parts = [
-            RunPartition(run_date=day, part=i, lo=lo, hi=hi, counts={}, owner="")
+            RunPartition(
+                run_date=day, part=i, lo=lo, hi=hi, counts={}, owner="", run_token=run.token
+            )
             for i, (lo, hi) in enumerate(bounds)
         ] or [legacy]
         for p in parts:
@@ -526,43 +550,45 @@ def _engine_for(url: str) -> sa.Engine:
     return make_engine(url)
 
 
+class PartitionMoved(RuntimeError):
+    """Another attempt at the same partition wrote a batch first (Dask retries the task, and
+    the retry resumes at the partition's new resume point)."""
+
+
 def run_partition(
     engine: sa.Engine | str,
     day: date,
     part: int,
     batch_size: int,
     *,
+    token: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Decide one partition of the run of ``day`` and write it, batch by batch, each batch with
     the partition's resume point; return the partition's counts (JSON).
 
     Runs in the coordinating process or on a Dask worker (``engine`` is then a URL). It reads
-    the spec from the run row, so every worker decides with the same one. If another attempt
-    of the same partition moved its resume point meanwhile, this one stops without writing."""
+    the spec from the run row, so every worker decides with the same one. Every write names the
+    run row (its ``token``) and the resume point it started from, so an attempt of a replaced run,
+    or a second attempt at the same partition, cannot write over the one that owns it."""
     if isinstance(engine, str):
         engine = _engine_for(engine)
-    with session_scope(engine) as session:
-        run = session.exec(select(Run).where(col(Run.run_date) == day)).one()
-        if run.spec is None:
-            raise InputError(f"the run for {day} has no spec; rerun it with --force")
-        raw_spec = bytes(run.spec)
-        row = session.get(RunPartition, (day, part))
-        if row is None:
-            raise InputError(f"the run for {day} has no partition {part}")
-        if row.status == "done":
-            return row.counts
-        row.status, row.owner, row.heartbeat_at = "running", _owner(), utcnow()
-        row.attempts += 1
-        session.add(row)
-        after, hi, batch_no = row.last_customer_id or row.lo, row.hi, row.batches_done
-        counts = RunCounts.from_json(row.counts)
-        rebuild = run.contacts != "state"
+    claim = _claim(engine, day, part, token)
+    if isinstance(claim, dict):
+        return claim  # done already
+    run, row = claim
+    raw_spec = bytes(run.spec)  # type: ignore[arg-type]
+    token, generation = run.token, run.contacts_generation
+    after, hi, batch_no = row.last_customer_id or row.lo, row.hi, row.batches_done
+    counts = RunCounts.from_json(row.counts)
+    rebuild = run.contacts != "state"
     prepared = materialize_cached(raw_spec)
     acts = prepared.setup.actions
     horizon = contact_state.horizon_for(prepared.lookback_days)
     while True:
         with engine.connect() as reader:
+            if not rebuild and contact_state.generation(reader) != generation:
+                rebuild = True  # past decisions changed under the run: read the log from here
             raw = load_customers(
                 reader, after=after, limit=batch_size, upto=hi, with_state=not rebuild
             )
@@ -584,6 +610,7 @@ def run_partition(
                 .where(
                     col(RunPartition.run_date) == day,
                     col(RunPartition.part) == part,
+                    col(RunPartition.run_token) == token,
                     col(RunPartition.batches_done) == batch_no,
                 )
                 .values(
@@ -593,9 +620,11 @@ def run_partition(
                     counts=counts.to_json(),
                 )
             )
-            if moved.rowcount != 1:  # another attempt of this partition got ahead: leave it
+            if moved.rowcount != 1:
                 conn.rollback()
-                return counts.to_json()
+                raise PartitionMoved(
+                    f"partition {part} of the run for {day} moved on under this attempt"
+                )
             _write(conn, day, logged, prepared, result, acts.labels)
             if rebuild:  # every customer of the batch: their state from the log, and today
                 contact_state.write_states(
@@ -609,7 +638,7 @@ def run_partition(
                 )
             conn.execute(
                 sa.update(Run)
-                .where(col(Run.run_date) == day)
+                .where(col(Run.token) == token)
                 .values(heartbeat_at=utcnow(), batches_done=col(Run.batches_done) + 1)
             )
         after, batch_no = raw.ids[-1], batch_no + 1
@@ -618,10 +647,65 @@ def run_partition(
     with engine.begin() as conn:
         conn.execute(
             sa.update(RunPartition)
-            .where(col(RunPartition.run_date) == day, col(RunPartition.part) == part)
+            .where(
+                col(RunPartition.run_date) == day,
+                col(RunPartition.part) == part,
+                col(RunPartition.run_token) == token,
+            )
             .values(status="done", heartbeat_at=utcnow(), counts=counts.to_json())
         )
+        if rebuild and run.contacts == "state":  # the states of earlier batches may miss some
+            conn.execute(sa.update(Run).where(col(Run.token) == token).values(contacts="rebuild"))
     return counts.to_json()
+
+
+CLAIM_POLL = 2.0  # seconds between looks at a partition another live process is deciding
+
+
+def _claim(
+    engine: sa.Engine, day: date, part: int, token: str | None
+) -> dict[str, Any] | tuple[Run, RunPartition]:
+    """Take the partition for this process: its counts if it is done; wait while another live
+    process decides it; refuse if the run it belongs to was replaced."""
+    while True:
+        with session_scope(engine) as session:
+            run = session.exec(select(Run).where(col(Run.run_date) == day)).first()
+            if run is None or (token is not None and run.token != token):
+                raise InputError(f"the run for {day} this task belongs to was replaced")
+            if run.spec is None:
+                raise InputError(f"the run for {day} has no spec; rerun it with --force")
+            row = session.get(RunPartition, (day, part))
+            if row is None or row.run_token != run.token:
+                raise InputError(f"the run for {day} has no partition {part}")
+            if row.status == "done":
+                return dict(row.counts)
+            now = utcnow()
+            if row.status == "running" and row.owner != _owner() and _alive(row, now):
+                pass  # another attempt is alive: wait for it below
+            else:
+                claimed = session.execute(
+                    sa.update(RunPartition)
+                    .where(
+                        col(RunPartition.run_date) == day,
+                        col(RunPartition.part) == part,
+                        col(RunPartition.run_token) == run.token,
+                        col(RunPartition.status) != "done",
+                        col(RunPartition.owner) == row.owner,
+                    )
+                    .values(
+                        status="running",
+                        owner=_owner(),
+                        heartbeat_at=now,
+                        attempts=RunPartition.attempts + 1,
+                    )
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    session.flush()
+                    session.refresh(row)
+                    session.expunge(row)
+                    session.expunge(run)
+                    return run, row
+        time.sleep(CLAIM_POLL)
 
 
 def _has_day(entries: Entries, day: date, n: int) -> np.ndarray:
@@ -688,9 +772,13 @@ def _finish(engine: sa.Engine, day: date, policy_name: str, spec: RunSpec) -> Ru
         run.last_customer_id = None
         session.add(run)
         prepared = materialize_cached(bytes(run.spec)) if run.spec else materialize(spec)
-        contact_state.mark_complete(
-            session.connection(), day, contact_state.horizon_for(prepared.lookback_days)
-        )
+        if run.contacts_generation is not None and run.contacts_generation >= 0:
+            contact_state.mark_complete(
+                session.connection(),
+                day,
+                contact_state.horizon_for(prepared.lookback_days),
+                run.contacts_generation,
+            )
     return counts
 
 

@@ -391,3 +391,17 @@ def test_contact_state_decides_as_the_decision_log(
     play(other, rebuild=True)
     assert decisions(other) == kept
     other.dispose()
+
+
+def test_a_task_of_a_replaced_run_writes_nothing(ready: sa.Engine) -> None:
+    """A worker still deciding for a run that was forced again cannot write into the new one."""
+    from orchestrator.run import run_partition
+
+    run_daily(ready, day=DAY, batch_size=100)
+    with Session(ready) as s:
+        old = s.exec(select(Run)).one().token
+    run_daily(ready, day=DAY, batch_size=100, force=True)
+    after = decisions(ready)
+    with pytest.raises(InputError, match="was replaced"):
+        run_partition(ready, DAY, 0, 100, token=old)
+    assert decisions(ready) == after

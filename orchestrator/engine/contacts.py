@@ -112,10 +112,11 @@ def with_decisions(
     sent: np.ndarray,
     window_days: np.ndarray,
 ) -> Entries:
-    """The entries after ``day``'s decisions of ``rows``: older ones within ``horizon`` days,
-    then the new ones (an entry of ``day`` itself, say from a retried batch, is replaced)."""
+    """The entries after ``day``'s decisions of ``rows``: those within ``horizon`` days, then
+    the new ones (an entry of ``day`` itself, from a cleared run of the date, is replaced;
+    entries of later dates are kept)."""
     today = day.toordinal()
-    keep = (entries.data["day"] > today - horizon) & (entries.data["day"] < today)
+    keep = (entries.data["day"] > today - horizon) & (entries.data["day"] != today)
     new = np.zeros(len(rows), dtype=ENTRY)
     new["day"] = today
     new["end"] = today + np.asarray(window_days, dtype=np.int64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
@@ -182,12 +183,15 @@ def _arrow_column(dtype: str, values: Sequence[Any]) -> Column | None:
     values down the row-wise path (other Python types, mixtures, and their error messages)."""
     try:
         arr = pa.array(values, from_pandas=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError):
         return None
     kind = arr.type
     if pa.types.is_null(kind):  # every value is None
         return _nulls(dtype, len(values))
     if not any(test(kind) for test in _ARROW_KINDS[dtype]):
+        return None
+    # Arrow reads [0.5, True] as two doubles; a number column holds no bools
+    if dtype == "number" and any(map(isinstance, values, repeat(bool))):
         return None
     if dtype == "number":
         out = (
@@ -287,9 +291,11 @@ def _iso_dates(values: Sequence[Any], arr: pa.Array) -> DateColumn:
         parsed = pc.strptime(arr, format="%Y-%m-%d", unit="s")
     except pa.ArrowInvalid:
         return _dates(values)
-    # strptime moves 2026-02-30 into March: the day must be the one written
+    # strptime moves 2026-02-30 into March: the day must be the one written; no year 0
     written = pc.cast(pc.utf8_slice_codeunits(arr, 8, 10), pa.int64())
     if pc.all(pc.equal(pc.day(parsed), written)).as_py() is False:
+        return _dates(values)
+    if pc.any(pc.less(pc.year(parsed), 1)).as_py():
         return _dates(values)
     days = pc.cast(pc.cast(parsed, pa.date32()), pa.int32()).fill_null(0)
     out = days.to_numpy(zero_copy_only=False).astype(np.int64)

@@ -229,6 +229,8 @@ class Run(SQLModel, table=True):
     spec: bytes | None = Field(default=None, sa_type=sa.LargeBinary)  # RunSpec JSON it decides with
     partitions: int | None = None
     contacts: str | None = Field(default=None, max_length=16)  # state | rebuild: see contact_state
+    contacts_generation: int | None = None  # the contact-state generation the run started from
+    token: str | None = Field(default=None, max_length=32)  # new for every (forced) run of a date
 
 
 class RunPartition(SQLModel, table=True):
@@ -247,6 +249,7 @@ class RunPartition(SQLModel, table=True):
     owner: str = Field(default="", max_length=128)
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
     attempts: int = 0
+    run_token: str | None = Field(default=None, max_length=32)  # Run.token of its run
 
 
 class ContactState(SQLModel, table=True):
@@ -267,6 +270,7 @@ class ContactStateMark(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     through: date | None = None
     horizon_days: int = 0
+    generation: int = 0  # moves whenever past decisions change outside a run
     updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -90,9 +91,8 @@ def load_customers(
 def _fetch(conn: sa.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
     """Rows of ``sql`` (``:name`` parameters) through the driver's own cursor: no SQLAlchemy
     result objects for a million rows."""
-    if conn.dialect.name == "postgresql":
-        for name in params:
-            sql = sql.replace(f":{name}", f"%({name})s")
+    if conn.dialect.name == "postgresql":  # psycopg's style; '::text' casts are not names
+        sql = re.sub(r"(?<!:):([a-z_]+)\b", lambda m: f"%({m.group(1)})s", sql)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.execute(sql, params)

@@ -40,11 +40,14 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(128), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("run_token", sa.String(32), nullable=True),
     )
     with op.batch_alter_table("run") as batch:
         batch.add_column(sa.Column("spec", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("partitions", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("contacts", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("contacts_generation", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("token", sa.String(32), nullable=True))
     op.create_table(
         "contact_state",
         sa.Column("customer_id", CustomerId, primary_key=True),
@@ -55,6 +58,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("through", sa.Date(), nullable=True),
         sa.Column("horizon_days", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
     )
 
@@ -63,6 +67,8 @@ def downgrade() -> None:
     op.drop_table("contact_state_mark")
     op.drop_table("contact_state")
     with op.batch_alter_table("run") as batch:
+        batch.drop_column("token")
+        batch.drop_column("contacts_generation")
         batch.drop_column("contacts")
         batch.drop_column("partitions")
         batch.drop_column("spec")
