@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +97,71 @@ class ExclusionSpec(_Strict):
     days: int = Field(ge=1, le=3650)
 
 
+class JourneyTrigger(_Strict):
+    """What starts (or ends) a journey: an event type, or a target rule becoming true."""
+
+    event: str | None = Field(default=None, pattern=SLUG)
+    rule: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> JourneyTrigger:
+        if (self.event is None) == (self.rule is None):
+            raise ValueError("give exactly one of `event` or `rule`")
+        return self
+
+
+class JourneyStep(_Strict):
+    """One send of a journey, ``day`` days after the customer entered it."""
+
+    day: int = Field(ge=0, le=3650)
+    campaign: str = Field(pattern=SLUG)
+    treatment: str | None = Field(default=None, pattern=SLUG)
+    when_blocked: Literal["defer", "skip"] = "defer"
+
+
+class ReentryAfter(_Strict):
+    after_days: int = Field(ge=1, le=3650)
+
+
+class JourneySpec(_Strict):
+    """A time-bound flow: customers enter on an event or a rule, get its steps at their day
+    offsets ahead of the policy, and leave on an exit event or rule, or after the last step."""
+
+    id: str = Field(pattern=SLUG)
+    name: str = ""
+    status: Literal["active", "paused"] = "active"
+    entry: JourneyTrigger
+    exit: JourneyTrigger | None = None
+    reentry: Literal["never"] | ReentryAfter = "never"
+    entry_within_days: int = Field(
+        default=3, ge=1, le=365, description="An entry event counts this many days after it."
+    )
+    control_fraction: float = Field(default=0.1, ge=0, lt=1)
+    priority: int | None = Field(
+        default=None,
+        ge=1,
+        description="Among manual priorities (lower wins); none: ahead of every campaign.",
+    )
+    cap_exempt: bool = False
+    defer_days: int = Field(
+        default=2, ge=0, le=365, description="How long a blocked `defer` step waits."
+    )
+    steps: list[JourneyStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> JourneySpec:
+        if not self.name:
+            self.name = self.id
+        days = [s.day for s in self.steps]
+        for i in range(1, len(days)):
+            if days[i] <= days[i - 1]:
+                raise ValueError(
+                    f"step {i + 1} is on day {days[i]}, not after step {i} (day {days[i - 1]}):"
+                    " step days must increase"
+                )
+        return self
+
+
 class PolicySettings(_Strict):
     name: str = "uniform"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -145,9 +210,13 @@ class Plan(_Strict):
     caps: list[CapSpec] = Field(default_factory=list)
     campaigns: list[CampaignSpec] = Field(default_factory=list)
     exclusions: list[ExclusionSpec] = Field(default_factory=list)
+    journeys: list[JourneySpec] = Field(default_factory=list)
 
     def campaign(self, campaign_id: str) -> CampaignSpec | None:
         return next((c for c in self.campaigns if c.id == campaign_id), None)
+
+    def journey(self, journey_id: str) -> JourneySpec | None:
+        return next((j for j in self.journeys if j.id == journey_id), None)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -375,6 +444,8 @@ def check_plan(
             where = f" at position {exc.position}" if exc.position is not None else ""
             add(("campaigns", i, "target"), f"{exc.reason}{where} in {c.target!r}")
 
+    _check_journeys(plan, add, schema, owners)
+
     if policy_names is not None:
         names = sorted(policy_names)
         for field_name in ("name", "apprentice"):
@@ -386,6 +457,50 @@ def check_plan(
                 )
     if problems:
         raise plan_error(problems)
+
+
+def _check_journeys(
+    plan: Plan,
+    add: Callable[[tuple[Any, ...], str], None],
+    schema: Mapping[str, str],
+    priorities: Mapping[int, str],
+) -> None:
+    from orchestrator.rules import Rule
+
+    campaigns = {c.id: c for c in plan.campaigns}
+    seen: dict[str, int] = {}
+    for i, j in enumerate(plan.journeys):
+        if j.id in seen:
+            add(("journeys", i, "id"), f"journey id {j.id!r} is used twice")
+        seen.setdefault(j.id, i)
+        if j.priority is not None and j.priority in priorities:
+            add(
+                ("journeys", i, "priority"),
+                f"priority {j.priority} is already given to {priorities[j.priority]!r}; "
+                "priorities must be distinct (lower wins)",
+            )
+        for k, step in enumerate(j.steps):
+            camp = campaigns.get(step.campaign)
+            if camp is None:
+                add(
+                    ("journeys", i, "steps", k, "campaign"),
+                    _unknown_campaign(step.campaign, set(campaigns)),
+                )
+            elif step.treatment is not None and step.treatment not in {
+                t.id for t in camp.treatments
+            }:
+                known = ", ".join(t.id for t in camp.treatments)
+                add(
+                    ("journeys", i, "steps", k, "treatment"),
+                    f"campaign {camp.id!r} has no treatment {step.treatment!r} (it has {known})",
+                )
+        for name, trigger in (("entry", j.entry), ("exit", j.exit)):
+            if trigger is not None and trigger.rule is not None:
+                try:
+                    Rule.compile(trigger.rule, schema)
+                except RuleError as exc:
+                    where = f" at position {exc.position}" if exc.position is not None else ""
+                    add(("journeys", i, name, "rule"), f"{exc.reason}{where} in {trigger.rule!r}")
 
 
 def _unknown_campaign(cid: str, known: set[str]) -> str:

@@ -143,6 +143,21 @@ def diff_plans(old: Plan, new: Plan) -> list[Change]:
         elif old_x[pair] != days:
             changes.append(Change("change", f"{label}.days", old_x[pair], days))
     changes += [Change("remove", f"exclusion {p[0]} -> {p[1]}") for p in old_x if p not in new_x]
+
+    old_j = {j.id: j for j in old.journeys}
+    new_j = {j.id: j for j in new.journeys}
+    for jid, journey in new_j.items():
+        if jid not in old_j:
+            n = len(journey.steps)
+            summary = f"{n} step{'s' if n != 1 else ''}, status {journey.status}"
+            changes.append(Change("add", f"journey {jid}", None, summary))
+        else:
+            changes += _fields(
+                old_j[jid].model_dump(mode="json", exclude={"id"}),
+                journey.model_dump(mode="json", exclude={"id"}),
+                f"journey {jid}",
+            )
+    changes += [Change("remove", f"journey {jid}") for jid in old_j if jid not in new_j]
     return changes
 
 

@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from orchestrator.engine.actions import build_actions
 from orchestrator.engine.columns import context_names
 from orchestrator.engine.contacts import (
+    CAP_EXEMPT,
+    SENT,
     Entries,
     decode_states,
     encode_states,
@@ -55,9 +57,13 @@ from orchestrator.learning import versions
 from orchestrator.plan import Plan, check_plan
 from orchestrator.storage import contact_state
 from orchestrator.storage.db import make_engine, require_schema, session_scope
+from orchestrator.storage.journey_repo import (
+    load_journey_input,
+    rewind_journey_states,
+    write_journey_states,
+)
 from orchestrator.storage.models import (
     Decision,
-    DecisionContext,
     PolicyVersion,
     Reward,
     Run,
@@ -191,7 +197,13 @@ def default_seed(salt: str, day: date) -> int:
 def load_batch_history(conn: sa.Connection, prepared: Prepared, ids: list[str]) -> History:
     """The contact history of a batch's customers from the decision log (one indexed range
     query): what dry runs and `orch explain` read; the run reads the contact state."""
-    entries = load_entries(conn, ids, day=prepared.setup.day, lookback_days=prepared.lookback_days)
+    entries = load_entries(
+        conn,
+        ids,
+        day=prepared.setup.day,
+        lookback_days=prepared.lookback_days,
+        exempt=_exempt(prepared),
+    )
     return _history(prepared, entries, len(ids))
 
 
@@ -326,9 +338,13 @@ def _clear_decisions(session: Session, day: date) -> None:
             f"decisions of {day} already have {matured} matured rewards; a forced rerun would "
             "lose them"
         )
-    session.exec(sa.delete(Decision).where(col(Decision.run_date) == day))
-    session.exec(sa.delete(DecisionContext).where(col(DecisionContext.run_date) == day))
-    session.exec(sa.delete(RunPartition).where(col(RunPartition.run_date) == day))
+    # Core deletes on the connection: an ORM delete would fetch every deleted row's key to
+    # keep the session in sync (2.4M ids, 1.8 GB, for a forced rerun of 10M customers).
+    conn = session.connection()
+    rewind_journey_states(conn, day)
+    for name in ("decision", "decision_context", "run_partition"):
+        t = SQLModel.metadata.tables[name]
+        conn.execute(sa.delete(t).where(t.c.run_date == day))
     # contact_state.prepare_run decides what the states need (the new run calls it next).
 
 
@@ -472,8 +488,11 @@ def _dry_run(
             if not raw.ids:
                 break
             history = load_batch_history(reader, prepared, raw.ids)
+            journeys = load_journey_input(
+                reader, raw.ids, prepared.setup.journeys, prepared.setup.day
+            )
             reader.rollback()
-        counts.add(decide_partition(prepared, raw, history).counts)
+        counts.add(decide_partition(prepared, raw, history, journeys=journeys).counts)
         after, batches = raw.ids[-1], batches + 1
         if progress:
             progress(counts.customers, max(total, counts.customers))
@@ -593,15 +612,18 @@ def run_partition(
                 reader, after=after, limit=batch_size, upto=hi, with_state=not rebuild
             )
             if raw.ids and rebuild:
-                entries = load_entries(reader, raw.ids, day=day, lookback_days=horizon)
+                entries = load_entries(
+                    reader, raw.ids, day=day, lookback_days=horizon, exempt=_exempt(prepared)
+                )
             elif raw.ids:
                 entries = decode_states(raw.states or [])
+            journeys = load_journey_input(reader, raw.ids, prepared.setup.journeys, day)
             reader.rollback()
         if not raw.ids:
             break
         logged = part * BATCH_STRIDE + batch_no
         history = _history(prepared, entries, len(raw.ids))
-        result = decide_partition(prepared, raw, history, batch=logged)
+        result = decide_partition(prepared, raw, history, batch=logged, journeys=journeys)
         counts.add(result.counts)
         states = _states_after(prepared, result, entries, horizon, len(raw.ids))
         with engine.begin() as conn:
@@ -626,6 +648,16 @@ def run_partition(
                     f"partition {part} of the run for {day} moved on under this attempt"
                 )
             _write(conn, day, logged, prepared, result, acts.labels)
+            dec = result.decisions
+            if journeys is not None and dec.journey_states is not None:
+                write_journey_states(
+                    conn,
+                    raw.ids,
+                    prepared.setup.journeys,
+                    journeys.states,
+                    dec.journey_states,
+                    day,
+                )
             if rebuild:  # every customer of the batch: their state from the log, and today
                 contact_state.write_states(
                     conn, raw.ids, states, replace_range=(after, raw.ids[-1])
@@ -708,6 +740,11 @@ def _claim(
         time.sleep(CLAIM_POLL)
 
 
+def _exempt(prepared: Prepared) -> frozenset[str]:
+    """The journeys whose steps do not count against caps."""
+    return frozenset(j.id for j in prepared.plan.journeys if j.cap_exempt)
+
+
 def _has_day(entries: Entries, day: date, n: int) -> np.ndarray:
     """``(n,)`` bool: the customer's state has an entry of ``day`` or later."""
     out = np.zeros(n, dtype=bool)
@@ -724,7 +761,12 @@ def _states_after(
     camp = dec.campaign[rows]
     ids = [acts.campaigns[c].id if c >= 0 else None for c in camp.tolist()]
     channels = [acts.campaigns[c].channel if c >= 0 else None for c in camp.tolist()]
-    sent = (camp >= 0) & (dec.group[rows] == GROUP_TEST)
+    sent = ((camp >= 0) & (dec.group[rows] == GROUP_TEST)).astype(np.uint8) * SENT
+    if dec.journey is not None and prepared.setup.journeys:
+        exempt = np.array([jp.spec.cap_exempt for jp in prepared.setup.journeys] + [False])
+        sent |= np.where(sent.astype(bool) & exempt[dec.journey[rows]], CAP_EXEMPT, 0).astype(
+            np.uint8
+        )
     after = with_decisions(
         entries, prepared.setup.day, horizon, rows, ids, channels, sent, dec.window_days[rows]
     )

@@ -4,7 +4,8 @@ The blocking stages and the contact features need each customer's decisions of t
 weeks. Reading them from the decision log means millions of rows per run; the contact state keeps
 them per customer instead (``contact_state`` table, maintained with the decisions), as packed
 ``ENTRY`` records: run day, window end, campaign and channel (32-bit label hashes, so the state
-needs no vocabulary), and whether it was a real contact. Both sources give the same ``Entries``,
+needs no vocabulary), and flags: 1 a real contact, 2 one that does not count against caps (a
+cap-exempt journey's step). Both sources give the same ``Entries``,
 and ``history_from_entries`` is the one way to turn them into the run's ``History``.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from orchestrator.engine.history import History
 
+SENT, CAP_EXEMPT = 1, 2  # flags of an entry's "sent" byte
 ENTRY = np.dtype(
     [("day", "<i4"), ("end", "<i4"), ("campaign", "<u4"), ("channel", "<u4"), ("sent", "u1")]
 )
@@ -70,7 +72,7 @@ def entries_from_columns(
     data["end"] = today + np.asarray(window_left, dtype=np.int64)
     data["campaign"] = _keys(campaign)
     data["channel"] = _keys(channel)
-    data["sent"] = np.asarray(sent, dtype=bool)
+    data["sent"] = np.asarray(sent, dtype=np.uint8)  # SENT / CAP_EXEMPT flags
     order = np.argsort(row, kind="stable")
     return Entries(np.asarray(row, dtype=np.int64)[order], data[order])
 
@@ -122,7 +124,7 @@ def with_decisions(
     new["end"] = today + np.asarray(window_days, dtype=np.int64)
     new["campaign"] = _keys(campaign)
     new["channel"] = _keys(channel)
-    new["sent"] = np.asarray(sent, dtype=bool)
+    new["sent"] = np.asarray(sent, dtype=np.uint8)  # SENT / CAP_EXEMPT flags
     row = np.concatenate([entries.row[keep], np.asarray(rows, dtype=np.int64)])
     data = np.concatenate([entries.data[keep], new])
     order = np.lexsort((data["day"], row))
@@ -153,11 +155,12 @@ def history_from_entries(
         age=age,
         campaign=campaign,
         channel=_codes(d["channel"], channel_vocab),
-        sent=d["sent"].astype(bool),
+        sent=(d["sent"] & SENT) > 0,
         window_left=d["end"].astype(np.int64) - today,
         measured=measured_code[campaign],
         campaign_vocab=tuple(campaign_vocab),
         channel_vocab=tuple(channel_vocab),
+        exempt=(d["sent"] & CAP_EXEMPT) > 0,
     )
 
 

@@ -9,17 +9,19 @@ decision.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from orchestrator.engine import journeys as jny
 from orchestrator.engine.actions import NO_SEND
 from orchestrator.engine.hashing import uniform_draw
 from orchestrator.engine.stages import STAGE_NAMES, STAGES, BatchInput, RunSetup
 
 __all__ = ["GROUPS", "REASONS", "STAGE_NAMES", "BatchDecisions", "BatchInput", "RunSetup"]
 
-REASON_PRIORITY, REASON_POLICY = 1, 2
-REASONS = {REASON_PRIORITY: "priority", REASON_POLICY: "policy"}
+REASON_PRIORITY, REASON_POLICY, REASON_JOURNEY = 1, 2, 3
+REASONS = {REASON_PRIORITY: "priority", REASON_POLICY: "policy", REASON_JOURNEY: "journey"}
 GROUP_TEST, GROUP_CONTROL = 1, 2
 GROUPS = {GROUP_TEST: "test", GROUP_CONTROL: "control"}
 
@@ -49,6 +51,10 @@ class BatchDecisions:
     scores: np.ndarray | None = None
     action_dist: np.ndarray | None = None
     batch: BatchInput | None = None  # the input, for the stages' words
+    journey: np.ndarray | None = None  # (n,) position in setup.journeys of the step sent, -1
+    journey_step: np.ndarray | None = None  # (n,) that step's index
+    journey_states: list[Any] | None = None  # per journey, the states after today
+    journey_blocked: list[np.ndarray] | None = None  # per journey, due but not sent today
 
     @property
     def decided(self) -> np.ndarray:
@@ -97,9 +103,40 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
     # policy then picks among that campaign's treatments only.
     ranked = np.flatnonzero(np.isfinite(acts.priority))
     by_priority = np.zeros(n, dtype=bool)
+    best_priority = np.full(n, np.inf)
     if len(ranked):
         prio = np.where(ok[:, ranked], acts.priority[ranked][None, :], np.inf)
-        by_priority = np.isfinite(prio.min(axis=1))
+        best_priority = prio.min(axis=1)
+        by_priority = np.isfinite(best_priority)
+
+    # Journeys: a due step goes ahead of the priorities ranked below its journey and of the
+    # policy (engine/journeys.py says what blocks it).
+    j_sent = np.full(n, -1, dtype=np.int64)
+    j_step = np.full(n, -1, dtype=np.int64)
+    j_group = np.zeros(n, dtype=np.int8)
+    j_share = np.ones(n)
+    states: list[Any] | None = None
+    blocked_out: list[np.ndarray] | None = None
+    if setup.journeys and batch.journeys is not None:
+        plan = jny.JourneyPick.of(setup, batch, masks, best_priority)
+        states, blocked_out = plan.states, plan.blocked
+        rows = np.flatnonzero(plan.journey >= 0)
+        by_priority[rows] = False
+        j_sent[rows], j_step[rows] = plan.journey[rows], plan.step[rows]
+        j_group[rows], j_share[rows] = plan.group[rows], plan.share[rows]
+        fixed = rows[plan.action[rows] >= 0]
+        action[fixed], propensity[fixed] = plan.action[fixed], 1.0
+        free = rows[plan.action[rows] < 0]  # the policy picks among the step's treatments
+        if len(free):
+            allowed = np.zeros((len(free), n_a), dtype=bool)
+            allowed[:, :n_real] = camp_of[None, :] == plan.campaign[free][:, None]
+            choice = setup.policy.choose(
+                batch.contexts[free], acts.features, allowed, batch.draws.take(free)
+            )
+            action[free], propensity[free] = choice.action, choice.propensity
+        reason[rows] = REASON_JOURNEY
+    in_journey = j_sent >= 0
+
     if by_priority.any():
         rows = np.flatnonzero(by_priority)
         chosen_c = ranked[prio[rows].argmin(axis=1)]
@@ -116,7 +153,7 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
     any_option = alive
     if acts.no_send is not None:
         eligible[:, acts.no_send] = any_option
-    by_policy = ~by_priority & any_option
+    by_policy = ~by_priority & any_option & ~in_journey
     if by_policy.any():
         rows = np.flatnonzero(by_policy)
         allowed = eligible[rows]
@@ -133,8 +170,16 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
     has_campaign = campaign >= 0
     group = np.where(decided, GROUP_TEST, 0).astype(np.int8)
     share = np.ones(n)
-    if has_campaign.any():
-        rows = np.flatnonzero(has_campaign)
+    split = has_campaign & ~in_journey  # a journey's split was drawn at its entry
+    if in_journey.any():
+        rows = np.flatnonzero(in_journey)
+        group[rows] = np.where(j_group[rows] == jny.CONTROL, GROUP_CONTROL, GROUP_TEST)
+        share[rows] = j_share[rows]
+        propensity[rows] *= share[rows]
+        if states is not None:
+            jny.after_sending(setup.journeys, states, j_sent, rows[action[rows] >= 0])
+    if split.any():
+        rows = np.flatnonzero(split)
         cf = acts.control_fraction[campaign[rows]]
         control = uniform_draw(batch.keys[rows], acts.campaign_keys[campaign[rows]]) < cf
         group[rows[control]] = GROUP_CONTROL
@@ -164,4 +209,8 @@ def decide_batch(setup: RunSetup, batch: BatchInput, *, explain: bool = False) -
         scores=scores,
         action_dist=dists,
         batch=batch if explain else None,
+        journey=j_sent,
+        journey_step=j_step,
+        journey_states=states,
+        journey_blocked=blocked_out,
     )

@@ -35,6 +35,7 @@ class History:
     measured: np.ndarray
     campaign_vocab: tuple[str, ...]
     channel_vocab: tuple[str, ...]
+    exempt: np.ndarray | None = None  # contacts that do not count against caps (journeys)
 
     @classmethod
     def empty(
@@ -162,8 +163,9 @@ def cap_blocks(
     """
     glob = np.zeros(n, dtype=bool)
     by_channel = np.zeros((n, len(actions.channels)), dtype=bool)
+    counted = history.sent if history.exempt is None else history.sent & ~history.exempt
     for cap in caps:
-        recent = history.sent & (history.age < cap.per_days)
+        recent = counted & (history.age < cap.per_days)
         if cap.scope == "channel":
             if cap.channel not in history.channel_vocab:
                 continue

@@ -28,6 +28,7 @@ from orchestrator.engine.columns import align, build_columns, context_fields, co
 from orchestrator.engine.decide import GROUPS, REASONS, BatchDecisions, decide_batch
 from orchestrator.engine.hashing import Draws, customer_keys
 from orchestrator.engine.history import History, contact_features, is_contact, lookback_days
+from orchestrator.engine.journeys import JourneyInput, JourneyState, journey_plans
 from orchestrator.engine.stages import STAGE_NAMES, BatchInput, RunSetup
 from orchestrator.errors import PlanError, RuleError
 from orchestrator.features import rule_schema
@@ -132,6 +133,7 @@ class Prepared:
     needed: frozenset[str]
     max_window: int
     apprentice: Policy | None = None
+    journey_rules: tuple[tuple[Any, Any], ...] = ()  # per live journey: (entry, exit) rule
 
     @property
     def context_names(self) -> tuple[str, ...]:
@@ -171,9 +173,24 @@ def materialize(spec: RunSpec) -> Prepared:
     if spec.apprentice is not None:
         a = spec.apprentice
         apprentice = versions.instantiate(a.kind, a.params, a.state)
+    journeys = journey_plans(list(plan.journeys), actions)
+    journey_rules = []
+    for jp in journeys:
+        pair = []
+        for trigger in (jp.spec.entry, jp.spec.exit):
+            rule = None
+            if trigger is not None and trigger.rule is not None:
+                try:
+                    rule = Rule.compile(trigger.rule, schema)
+                except RuleError as exc:
+                    raise PlanError(f"journey {jp.id!r} rule: {exc}") from None
+            pair.append(rule)
+        journey_rules.append((pair[0], pair[1]))
     names = spec.context_names
     needed = frozenset().union(
-        *(r.fields for r in rules), context_fields([n for n in names if not is_contact(n)])
+        *(r.fields for r in rules),
+        *(r.fields for pair in journey_rules for r in pair if r is not None),
+        context_fields([n for n in names if not is_contact(n)]),
     )
     setup = RunSetup(
         day=spec.day,
@@ -183,9 +200,10 @@ def materialize(spec: RunSpec) -> Prepared:
         exclusions=tuple(plan.exclusions),
         global_control_fraction=plan.settings.global_control_fraction,
         policy=policy,
+        journeys=journeys,
     )
     max_window = max((c.measurement_days for c in plan.campaigns), default=1)
-    return Prepared(spec, plan, setup, schema, needed, max_window, apprentice)
+    return Prepared(spec, plan, setup, schema, needed, max_window, apprentice, tuple(journey_rules))
 
 
 def _policy(spec: RunSpec, actions: ActionSet) -> Policy:
@@ -312,6 +330,8 @@ DECISION_COLUMNS = (
     "policy_version_id",
     "window_end",
     "batch",
+    "journey_id",
+    "journey_step",
 )
 
 
@@ -336,6 +356,7 @@ def decide_partition(
     contacts: History,
     *,
     batch: int = 0,
+    journeys: JourneyInput | None = None,
     explain: bool = False,
 ) -> PartitionResult:
     """Decide for ``customers`` (ids, attributes, feature columns) given their ``contacts``;
@@ -343,7 +364,7 @@ def decide_partition(
 
     Pure: reads nothing and writes nothing; the same customers give the same result in any
     slice of the run."""
-    dec = decide_raw(prepared, customers, contacts, explain=explain)
+    dec = decide_raw(prepared, customers, contacts, journeys=journeys, explain=explain)
     acts, day = prepared.setup.actions, prepared.setup.day
     counts = RunCounts.of(dec, acts, apprentice_agreement(prepared, dec))
     rows = np.flatnonzero(dec.decided)
@@ -361,7 +382,12 @@ def decide_partition(
 
 
 def decide_raw(
-    prepared: Prepared, raw: Any, history: History, *, explain: bool = False
+    prepared: Prepared,
+    raw: Any,
+    history: History,
+    *,
+    journeys: JourneyInput | None = None,
+    explain: bool = False,
 ) -> BatchDecisions:
     """The batch's columns, contexts and draws, then ``decide_batch``."""
     setup, spec = prepared.setup, prepared.spec
@@ -379,7 +405,22 @@ def decide_raw(
     view = contexts
     if prepared.policy_names is not None:
         view = align(contexts, prepared.context_names, prepared.policy_names)
-    dec = decide_batch(setup, BatchInput(keys, columns, view, history, draws), explain=explain)
+    if journeys is None and setup.journeys:
+        journeys = JourneyInput(
+            [JourneyState.empty(len(raw)) for _ in setup.journeys],
+            [np.full(len(raw), -1, dtype=np.int64) for _ in setup.journeys],
+            [np.full(len(raw), -1, dtype=np.int64) for _ in setup.journeys],
+        )
+    if journeys is not None:
+        n = len(raw)
+        journeys.entry_rule = [
+            e.evaluate(columns, n) if e else None for e, _ in prepared.journey_rules
+        ]
+        journeys.exit_rule = [
+            x.evaluate(columns, n) if x else None for _, x in prepared.journey_rules
+        ]
+    inp = BatchInput(keys, columns, view, history, draws, journeys)
+    dec = decide_batch(setup, inp, explain=explain)
     dec.contexts = contexts  # log everything that was built, whatever the policy used
     return dec
 
@@ -422,6 +463,9 @@ def _decision_rows(
         for d in set(dec.window_days[rows].tolist())
     }
     name, version = prepared.policy_name, prepared.policy_version_id
+    journey_ids = [jp.id for jp in prepared.setup.journeys] + [None]  # index -1: none
+    j = dec.journey[rows] if dec.journey is not None else np.full(len(rows), -1)
+    k = dec.journey_step[rows] + 1 if dec.journey_step is not None else np.zeros(len(rows))
     return [
         (
             run_date,
@@ -437,8 +481,10 @@ def _decision_rows(
             version,
             ends[w],
             batch,
+            journey_ids[jj],
+            kk if jj >= 0 else None,
         )
-        for cid, a, c, g, p, s, r, w in zip(
+        for cid, a, c, g, p, s, r, w, jj, kk in zip(
             ids,
             dec.action[rows].tolist(),
             dec.campaign[rows].tolist(),
@@ -447,6 +493,8 @@ def _decision_rows(
             dec.split_share[rows].tolist(),
             dec.reason[rows].tolist(),
             dec.window_days[rows].tolist(),
+            j.tolist(),
+            k.tolist(),
             strict=True,
         )
     ]

@@ -25,6 +25,7 @@ from orchestrator.engine.history import (
     exclusion_blocks,
     open_windows,
 )
+from orchestrator.engine.journeys import JourneyInput, JourneyPlan
 from orchestrator.plan import CapSpec, ExclusionSpec
 from policies.base import Policy
 
@@ -40,6 +41,7 @@ class RunSetup:
     exclusions: Sequence[ExclusionSpec]
     global_control_fraction: float
     policy: Policy
+    journeys: tuple[JourneyPlan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class BatchInput:
     contexts: np.ndarray
     history: History
     draws: Draws
+    journeys: JourneyInput | None = None  # where the customers stand in each journey
 
     @property
     def n(self) -> int:

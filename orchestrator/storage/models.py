@@ -262,6 +262,23 @@ class ContactState(SQLModel, table=True):
     state: bytes = Field(sa_type=sa.LargeBinary)
 
 
+class JourneyStateRow(SQLModel, table=True):
+    """Where a customer stands in a journey; ``before``: the state before its last change."""
+
+    __tablename__ = "journey_state"
+    __table_args__ = (sa.Index("ix_journey_state_journey", "journey_id", "status"),)
+
+    customer_id: str = Field(primary_key=True, sa_type=CustomerId)
+    journey_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)  # active | exited | completed
+    entered_on: date | None = None
+    step: int = 0  # the next step's index
+    grp: str = Field(max_length=16)  # test | control
+    entries: int = 0
+    changed_on: date
+    before: dict[str, Any] | None = Field(default=None, sa_type=JSONType, nullable=True)
+
+
 class ContactStateMark(SQLModel, table=True):
     """Which run the contact states are complete through (one row; None: rebuild them)."""
 
@@ -293,11 +310,13 @@ class Decision(SQLModel, table=True):
     group: str = Field(max_length=16)  # test | control
     propensity: float  # P(action | context, eligible) under the policy, times split_share
     split_share: float = 1.0  # share of the test/control split this decision fell in
-    reason: str = Field(max_length=16)  # priority | policy
+    reason: str = Field(max_length=16)  # priority | policy | journey
     policy_name: str = Field(default="", max_length=32)
     policy_version_id: int | None = None
     window_end: date | None = None
     batch: int = 0
+    journey_id: str | None = Field(default=None, max_length=64)  # reason journey: which one
+    journey_step: int | None = None  # and which step (1 = the first)
 
 
 class DecisionContext(SQLModel, table=True):

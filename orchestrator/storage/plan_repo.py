@@ -14,6 +14,7 @@ from orchestrator.plan import (
     CampaignSpec,
     CapSpec,
     ExclusionSpec,
+    JourneySpec,
     Plan,
     PlanSettings,
     TreatmentSpec,
@@ -40,6 +41,9 @@ SETTING_KEYS = (
     "salt",
     "policy",
 )
+
+
+JOURNEYS_KEY = "journeys"
 
 
 def read_plan(session: Session, *, include_archived: bool = True) -> Plan:
@@ -82,6 +86,7 @@ def read_plan(session: Session, *, include_archived: bool = True) -> Plan:
             .order_by(col(CustomerAttribute.name))
         )
     }
+    journeys = [JourneySpec.model_validate(j) for j in settings_rows.get(JOURNEYS_KEY) or []]
     return Plan.model_construct(
         version=1,
         settings=settings,
@@ -89,6 +94,7 @@ def read_plan(session: Session, *, include_archived: bool = True) -> Plan:
         caps=caps,
         campaigns=specs,
         exclusions=exclusions,
+        journeys=journeys,
     )
 
 
@@ -202,7 +208,9 @@ def write_plan(
 
 def _write_settings(session: Session, plan: Plan) -> None:
     values: dict[str, Any] = plan.settings.model_dump(mode="json")
-    for key in SETTING_KEYS:
+    # Journeys are kept whole, as one JSON value (they are read with the plan, never queried).
+    values[JOURNEYS_KEY] = [j.model_dump(mode="json") for j in plan.journeys]
+    for key in (*SETTING_KEYS, JOURNEYS_KEY):
         row = session.get(PlanSetting, key)
         if row is None:
             session.add(PlanSetting(key=key, value=values[key]))

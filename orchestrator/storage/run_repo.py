@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 
-from orchestrator.engine.contacts import Entries, entries_from_columns
+from orchestrator.engine.contacts import CAP_EXEMPT, Entries, entries_from_columns
 from orchestrator.engine.partition import DECISION_COLUMNS
 from orchestrator.features import COMPUTED_FEATURES
 from orchestrator.storage.bulk import bulk_insert
@@ -141,7 +141,12 @@ def partition_bounds(conn: sa.Connection, count: int) -> list[tuple[str | None, 
 
 
 def load_entries(
-    conn: sa.Connection, ids: Sequence[str], *, day: date, lookback_days: int
+    conn: sa.Connection,
+    ids: Sequence[str],
+    *,
+    day: date,
+    lookback_days: int,
+    exempt: frozenset[str] = frozenset(),
 ) -> Entries:
     """Decisions of the batch's customers ``ids`` (sorted) in the ``lookback_days`` before
     ``day``, from the decision log (one indexed range query).
@@ -166,14 +171,18 @@ def load_entries(
     sql = (
         f"SELECT customer_id, {age}, campaign_id, channel, "
         f"CASE WHEN \"group\" = 'test' AND campaign_id IS NOT NULL THEN 1 ELSE 0 END, "
-        f"COALESCE({left}, 0) FROM decision WHERE {where_ids} "
+        f"COALESCE({left}, 0), journey_id FROM decision WHERE {where_ids} "
         "AND run_date >= :since AND run_date < :day"
     )
     params = {"lo": ids[0], "hi": ids[-1], "since": since, "day": day}
     rows = _fetch(conn, sql, params)
     if not rows:
         return Entries.empty()
-    cust, age_col, camps, chans, sent, window_left = zip(*rows, strict=True)
+    cust, age_col, camps, chans, sent, window_left, journeys = zip(*rows, strict=True)
+    flags = np.asarray(sent, dtype=np.uint8)
+    if exempt:  # contacts of cap-exempt journeys do not count against caps
+        free = np.fromiter((j in exempt for j in journeys), bool, len(journeys))
+        flags |= np.where(free & (flags > 0), CAP_EXEMPT, 0).astype(np.uint8)
     row_of = {cid: i for i, cid in enumerate(ids)}
     row = np.fromiter((row_of.get(c, -1) for c in cust), np.int64, len(cust))
     keep = row >= 0
@@ -184,7 +193,7 @@ def load_entries(
         np.asarray(window_left, dtype=np.int64),
         camps,
         chans,
-        np.asarray(sent, dtype=bool),
+        flags,
     )
     if keep.all():
         return entries
