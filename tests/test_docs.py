@@ -25,6 +25,9 @@ def test_every_plan_field_is_documented() -> None:
         CampaignSpec,
         CapSpec,
         ExclusionSpec,
+        JourneySpec,
+        JourneyStep,
+        JourneyTrigger,
         Plan,
         PlanSettings,
         PolicySettings,
@@ -40,6 +43,9 @@ def test_every_plan_field_is_documented() -> None:
         TreatmentSpec,
         CapSpec,
         ExclusionSpec,
+        JourneySpec,
+        JourneyStep,
+        JourneyTrigger,
     ):
         for name in model.model_fields:
             assert f"`{name}`" in reference, f"{model.__name__}.{name} is not in docs/plan.md"

@@ -12,6 +12,7 @@ from orchestrator.cli import (
     admin_cmds,
     daemon_cmds,
     data_cmds,
+    journey_cmds,
     learn_cmds,
     plan_cmds,
     report_cmds,
@@ -65,6 +66,7 @@ app.add_typer(admin_cmds.exclusions_app, name="exclusions")
 app.add_typer(admin_cmds.caps_app, name="caps")
 app.add_typer(data_cmds.customers_app, name="customers")
 app.add_typer(data_cmds.events_app, name="events")
+app.add_typer(journey_cmds.journeys_app, name="journeys")
 app.command("run")(run_cmds.run)
 app.command("explain")(run_cmds.explain)
 app.command("export")(run_cmds.export)

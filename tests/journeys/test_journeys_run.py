@@ -195,3 +195,22 @@ def test_a_forced_rerun_of_the_latest_date_rewinds_the_journeys(ready: sa.Engine
     run_daily(ready, day=DAY + timedelta(days=1), batch_size=100)
     with pytest.raises(InputError, match="cannot be rewound past the latest run"):
         run_daily(ready, day=DAY, batch_size=100, force=True)
+
+
+def test_journeys_list_and_show_on_the_command_line(ready: sa.Engine, db_url: str) -> None:
+    from tests.test_cli import orch
+
+    ids = [f"C{i:06d}" for i in range(400)]
+    add_events(ready, [(c, "signup", DAY - timedelta(days=1)) for c in ids[:40]])
+    run_daily(ready, day=DAY, batch_size=100)
+    listed = orch(db_url, "journeys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "welcome_series" in listed.stdout and "abandoned_cart" in listed.stdout
+    shown = orch(db_url, "journeys", "show", "welcome_series", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = __import__("json").loads(shown.stdout)
+    first = data["decisions_by_step"]["1"]
+    assert first.get("test", 0) + first.get("control", 0) > 0
+    assert sum(data["customers"].values()) == sum(data["groups"].values())
+    missing = orch(db_url, "journeys", "show", "welcom")
+    assert missing.returncode == 2 and "no journey with id 'welcom'" in missing.stderr
