@@ -20,6 +20,7 @@ from orchestrator.engine.stages import STAGES
 from orchestrator.errors import NotFound
 from orchestrator.run import load_batch_history, prepare
 from orchestrator.storage.db import require_schema, session_scope
+from orchestrator.storage.journey_repo import load_journey_input
 from orchestrator.storage.models import Decision, Run
 from orchestrator.storage.run_repo import load_customers
 
@@ -45,6 +46,7 @@ class Explanation:
     logged: dict[str, Any] | None
     would_choose: str | None
     no_send_probability: float | None
+    journeys: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class Explanation:
             "logged_decision": self.logged,
             "would_choose": self.would_choose,
             "no_send_probability": self.no_send_probability,
+            "journeys": self.journeys,
         }
 
 
@@ -84,7 +87,12 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
         if not raw.ids:
             raise NotFound(f"no customer with id {customer_id!r}")
         history = load_batch_history(conn, prepared, raw.ids)
-    dec = decide_partition(prepared, raw, history, explain=True).decisions
+    with engine.connect() as conn:
+        journeys = load_journey_input(
+            conn, raw.ids, prepared.setup.journeys, day, before_run=run is not None
+        )
+        before = [st.copy() for st in journeys.states] if journeys else []
+    dec = decide_partition(prepared, raw, history, journeys=journeys, explain=True).decisions
     acts, setup = prepared.setup.actions, prepared.setup
     masks, rule_ok = dec.stage_masks, dec.rule_ok
     batch = dec.batch
@@ -139,8 +147,42 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
         ],
         logged=logged,
         would_choose=acts.label(int(dec.action[0])) if dec.action[0] >= 0 else None,
+        journeys=_journey_lines(prepared, before, dec, day),
         no_send_probability=no_send_p,
     )
+
+
+def _journey_lines(prepared: Any, before: list[Any], dec: Any, day: date) -> list[dict[str, Any]]:
+    """Where the customer stood in each journey before the date, and what the date does."""
+    from orchestrator.engine.journeys import STATUS
+
+    out = []
+    after = dec.journey_states or []
+    for j, jp in enumerate(prepared.setup.journeys):
+        if j >= len(before):
+            break
+        old, new = before[j], after[j]
+        entered = int(new.entered[0])
+        sent = dec.journey is not None and int(dec.journey[0]) == j
+        if sent:
+            today = f"step {int(dec.journey_step[0]) + 1} goes out"
+        elif dec.journey_blocked is not None and dec.journey_blocked[j][0]:
+            today = "a step is due but blocked (caps, windows, global control or a priority)"
+        elif new.status[0] != old.status[0]:
+            today = f"{STATUS[int(old.status[0])]} -> {STATUS[int(new.status[0])]}"
+        else:
+            today = "nothing due"
+        out.append(
+            {
+                "journey": jp.id,
+                "status": STATUS[int(new.status[0])],
+                "entered_on": date.fromordinal(entered).isoformat() if entered > 0 else None,
+                "next_step": int(new.step[0]) + 1,
+                "group": {1: "test", 2: "control"}.get(int(new.group[0])),
+                "today": today,
+            }
+        )
+    return out
 
 
 def _not_live_reason(camp: Any, day: date) -> str:

@@ -190,6 +190,22 @@ def explain(
         console.print(f"not live: {', '.join(x.not_live)}", soft_wrap=True)
     if x.no_send_probability is not None:
         console.print(f"probability of sending nothing: {x.no_send_probability:.0%}")
+    if x.journeys:
+        print_table(
+            "Journeys",
+            ["journey", "status", "entered", "next step", "group", "on this date"],
+            [
+                (
+                    j["journey"],
+                    j["status"],
+                    j["entered_on"] or "-",
+                    j["next_step"],
+                    j["group"] or "-",
+                    j["today"],
+                )
+                for j in x.journeys
+            ],
+        )
     console.print(f"the policy would choose now: {x.would_choose or 'nothing (no option)'}")
     if x.logged:
         lg = x.logged

@@ -47,10 +47,16 @@ def _ordinal(value: Any) -> int:
 
 
 def load_journey_input(
-    conn: sa.Connection, ids: Sequence[str], plans: tuple[JourneyPlan, ...], day: date
+    conn: sa.Connection,
+    ids: Sequence[str],
+    plans: tuple[JourneyPlan, ...],
+    day: date,
+    *,
+    before_run: bool = False,
 ) -> JourneyInput | None:
     """The journey states of customers ``ids`` (sorted) and their last entry and exit events
-    before ``day``; None when the plan has no live journey."""
+    before ``day``; None when the plan has no live journey. ``before_run``: a run of ``day``
+    already moved the states (explain): take what they were before it."""
     if not plans or not ids:
         return None
     n = len(ids)
@@ -62,15 +68,21 @@ def load_journey_input(
     index = {jp.id: j for j, jp in enumerate(plans)}
     rows = conn.execute(
         sa.text(
-            "SELECT customer_id, journey_id, status, entered_on, step, grp, entries "
-            f"FROM journey_state WHERE {where}"
+            "SELECT customer_id, journey_id, status, entered_on, step, grp, entries, "
+            f"changed_on, before FROM journey_state WHERE {where}"
         ),
         bounds,
     ).all()
-    for cid, jid, status, entered, step, grp, entries in rows:
+    for cid, jid, status, entered, step, grp, entries, changed, prior in rows:
         i, j = row_of.get(cid), index.get(jid)
         if i is None or j is None:
             continue
+        if before_run and _ordinal(changed) >= day.toordinal():
+            if prior is None:
+                continue  # entered on that run: not in the journey before it
+            prior = orjson.loads(prior) if isinstance(prior, str) else prior
+            status, entered, step = prior["status"], prior["entered_on"], prior["step"]
+            grp, entries = prior["grp"], prior["entries"]
         st = states[j]
         st.status[i] = STATUS_CODE.get(status, 0)
         st.entered[i] = _ordinal(entered)

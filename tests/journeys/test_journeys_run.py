@@ -214,3 +214,16 @@ def test_journeys_list_and_show_on_the_command_line(ready: sa.Engine, db_url: st
     assert sum(data["customers"].values()) == sum(data["groups"].values())
     missing = orch(db_url, "journeys", "show", "welcom")
     assert missing.returncode == 2 and "no journey with id 'welcom'" in missing.stderr
+
+
+def test_explain_shows_the_journey_step_the_run_sent(ready: sa.Engine) -> None:
+    from orchestrator.explain import explain_customer
+
+    ids = [f"C{i:06d}" for i in range(400)]
+    add_events(ready, [(c, "signup", DAY - timedelta(days=1)) for c in ids[:40]])
+    run_daily(ready, day=DAY, batch_size=100)
+    for d in journey_log(ready)[:10]:
+        x = explain_customer(ready, d.customer_id, DAY)
+        assert x.would_choose == f"{d.campaign_id}/{d.treatment_id}"
+        (line,) = [j for j in x.journeys if j["journey"] == d.journey_id]
+        assert line["today"] == "step 1 goes out" and line["group"] == d.group
