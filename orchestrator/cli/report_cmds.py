@@ -96,8 +96,12 @@ def uplift(
     by: str | None = typer.Option(
         None,
         "--by",
-        help="Split rows by these fields, comma-separated: treatment, lifecycle or rfm (the "
-        "segment on the decision date), a computed feature or a customer attribute.",
+        help="Split rows by these fields, comma-separated: treatment, step (of a journey), "
+        "lifecycle or rfm (the segment on the decision date), a computed feature or a "
+        "customer attribute.",
+    ),
+    journey: str | None = typer.Option(
+        None, "--journey", help="Only this journey's steps (use --by step for one row per step)."
     ),
     since: str | None = SINCE,
     until: str | None = UNTIL,
@@ -132,6 +136,7 @@ def uplift(
             since=first,
             until=last,
             detail=detail,
+            journey=journey,
         )
     if fmt == "json":
         _write_json(report.as_dict(), out)

@@ -37,7 +37,7 @@ from orchestrator.reports.columnar import (
 from orchestrator.rewards import mature_rewards
 
 SEGMENT_KINDS = ("lifecycle", "rfm")
-SPECIAL = ("treatment", *SEGMENT_KINDS)
+SPECIAL = ("treatment", "step", *SEGMENT_KINDS)
 MAX_LEVELS = 20
 N_QUANTILES = 5
 UNKNOWN = "unknown"
@@ -76,6 +76,8 @@ class Outcomes:
     still_open: int = 0
     open_until: date | None = None
     matured_now: int = 0
+    step: np.ndarray | None = None  # journey step codes into ``steps`` (with --journey)
+    steps: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.customer)
@@ -149,8 +151,10 @@ def load_outcomes(
     until: date | None = None,
     campaign: str | None = None,
     treatment: str | None = None,
+    journey: str | None = None,
 ) -> Outcomes:
-    """Campaign decisions (not "send nothing") made in ``[since, until]``, with their rewards.
+    """Campaign decisions (not "send nothing") made in ``[since, until]``, with their rewards;
+    with ``journey``, only that journey's steps.
 
     Matures rewards first when some closed window has none (:func:`mature_rewards` is
     idempotent). Raises :class:`InputError` when the period holds no decision at all.
@@ -171,6 +175,9 @@ def load_outcomes(
     if treatment:
         where.append("d.treatment_id = :treatment")
         params["treatment"] = treatment
+    if journey:
+        where.append("d.journey_id = :journey")
+        params["journey"] = journey
     # Chunks are sized on the filters alone: counting "campaign_id IS NOT NULL" scans an index.
     size_where = " AND ".join(where)
     cond = " AND ".join(["d.campaign_id IS NOT NULL", *where])
@@ -187,6 +194,7 @@ def load_outcomes(
                 Col("treatment_id", "d.treatment_id", "text"),
                 Col("test", "CASE WHEN d.\"group\" = 'test' THEN 1 ELSE 0 END", "int"),
                 Col("window_end", "d.window_end", "date"),
+                Col("journey_step", "COALESCE(d.journey_step, 0)", "int"),
             ],
             from_sql="decision d",
             where=cond,
@@ -196,7 +204,10 @@ def load_outcomes(
         )
         rewards_table = background() if background else None
         if decisions.num_rows == 0:
-            raise InputError(f"no decisions {_scope(campaign, treatment, since, until)}")
+            scope = _scope(campaign, treatment, since, until)
+            if journey:
+                scope = f"of journey {journey!r} " + scope.removeprefix("for any campaign ")
+            raise InputError(f"no decisions {scope}")
         ids = np.asarray(decisions.column("id").to_numpy(), np.int64)
         if rewards_table is not None:
             rewards = _reward_arrays(rewards_table)
@@ -231,6 +242,9 @@ def load_outcomes(
     customer, customer_ids = _codes(decisions.column("customer_id"))
     campaign_codes, campaigns = _codes(decisions.column("campaign_id"))
     treatment_codes, treatments = _codes(decisions.column("treatment_id"))
+    raw_steps = np.asarray(decisions.column("journey_step").to_numpy(), np.int64)
+    step_values = sorted(set(raw_steps.tolist()))
+    step_codes = np.searchsorted(np.asarray(step_values), raw_steps)
     return Outcomes(
         customer_ids=customer_ids,
         campaigns=campaigns.to_pylist(),
@@ -247,6 +261,8 @@ def load_outcomes(
         still_open=still_open,
         open_until=open_until,
         matured_now=matured_now,
+        step=step_codes,
+        steps=[f"step {k}" if k else "not a journey step" for k in step_values],
     )
 
 
@@ -583,6 +599,10 @@ def segments(conn: sa.Connection, data: Outcomes, names: Sequence[str]) -> list[
     for name in names:
         if name == "treatment":
             out.append(Segment(name, data.treatment, list(data.treatments), "treatment"))
+            continue
+        if name == "step":
+            assert data.step is not None and data.steps is not None
+            out.append(Segment(name, data.step, list(data.steps), "treatment"))
             continue
         if name in SEGMENT_KINDS:
             values = segment_history_values(conn, data.customer_ids, name, data.customer, data.day)

@@ -175,6 +175,18 @@ class UpliftReport:
         }
 
 
+def _check_journey(engine: sa.Engine, journey: str) -> None:
+    from orchestrator.storage.db import session_scope
+    from orchestrator.storage.plan_repo import read_plan
+
+    with session_scope(engine) as session:
+        known = [j.id for j in read_plan(session).journeys]
+    if journey not in known:
+        raise InputError(
+            f"--journey: no journey with id {journey!r} (journeys: {', '.join(known) or 'none'})"
+        )
+
+
 def uplift_report(
     engine: sa.Engine,
     *,
@@ -186,6 +198,7 @@ def uplift_report(
     until: date | None = None,
     alpha: float = 0.05,
     detail: bool = False,
+    journey: str | None = None,
 ) -> UpliftReport:
     """Uplift per campaign (× treatment, × ``by`` segments) for decisions made in the period.
 
@@ -198,8 +211,16 @@ def uplift_report(
         by = ["treatment", *by]
     with engine.connect() as conn:
         check_fields(conn, by)
+    if journey is not None:
+        _check_journey(engine, journey)
     data = load_outcomes(
-        engine, as_of=as_of, since=since, until=until, campaign=campaign, treatment=treatment
+        engine,
+        as_of=as_of,
+        since=since,
+        until=until,
+        campaign=campaign,
+        treatment=treatment,
+        journey=journey,
     )
     with engine.connect() as conn:
         dims = segments(conn, data, by)

@@ -172,6 +172,21 @@ def test_steps_in_order_at_their_offsets_never_after_exit(ready: sa.Engine) -> N
     exited = {st.customer_id for st in states if st.status == "exited"}
     assert exited and exited <= buyers
 
+    # Measured like campaigns: one uplift row per step of the journey, test against control.
+    from orchestrator.reports.uplift import uplift_report
+
+    report = uplift_report(
+        ready, as_of=DAY + timedelta(days=30), journey="welcome_series", by=["step"]
+    )
+    steps = {r.segment["step"]: r for r in report.rows}
+    assert set(steps) == {"step 1", "step 2", "step 3"}
+    for row in steps.values():
+        assert row.campaign == "welcome" and row.decisions_test > 0 and row.decisions_control > 0
+    logged = sum(1 for d in log if d.journey_id == "welcome_series")
+    assert sum(r.decisions_test + r.decisions_control for r in report.rows) == logged
+    with pytest.raises(InputError, match="no journey with id 'welcom'"):
+        uplift_report(ready, as_of=DAY + timedelta(days=30), journey="welcom")
+
 
 def test_cap_exempt_steps_go_through_a_full_cap(ready: sa.Engine) -> None:
     ids = [f"C{i:06d}" for i in range(400)]
