@@ -55,7 +55,8 @@ HOUR_WEIGHTS = {
     "online": np.array(_ONLINE_HOURS, dtype=float) / sum(_ONLINE_HOURS),
 }
 
-EVENT_TYPES = ("purchase", "return", "visit")
+EVENT_TYPES = ("purchase", "return", "visit", "signup", "cart_abandoned")
+CART_ABANDON_RATE = 0.12  # share of online visits that leave a filled cart behind
 EVENT_COLUMNS = (
     "event_id",
     "customer_id",
@@ -288,6 +289,30 @@ def simulate_events(
     }
 
 
+def journey_events(
+    rng: np.random.Generator, ev: dict[str, np.ndarray], cust: dict[str, np.ndarray], cal: Calendar
+) -> dict[str, np.ndarray]:
+    """The events journeys start on: a ``signup`` on each sign-up day inside the events year,
+    and a ``cart_abandoned`` after some online visits. Drawn from their own generator after the
+    others, so adding them left the purchases, returns and visits as they were."""
+    joined = np.flatnonzero(cust["signup"] >= cal.events_start)
+    visits = np.flatnonzero(ev["type"] == EVENT_TYPES.index("visit"))
+    carts = visits[rng.random(len(visits)) < CART_ABANDON_RATE]
+    n_join, n_cart = len(joined), len(carts)
+    web = CHANNELS.index("web")
+    return {
+        "customer": np.concatenate([joined, ev["customer"][carts]]),
+        "day": np.concatenate([cust["signup"][joined], ev["day"][carts]]),
+        "type": np.repeat(
+            [EVENT_TYPES.index("signup"), EVENT_TYPES.index("cart_abandoned")], [n_join, n_cart]
+        ),
+        "amount": np.zeros(n_join + n_cart),
+        "discount": np.zeros(n_join + n_cart),
+        "category": np.concatenate([pick(rng, cust["category_p"][joined]), ev["category"][carts]]),
+        "channel": np.concatenate([np.full(n_join, web), ev["channel"][carts]]),
+    }
+
+
 def timestamps(
     rng: np.random.Generator, ev: dict[str, np.ndarray], cust: dict[str, np.ndarray], cal: Calendar
 ) -> np.ndarray:
@@ -382,6 +407,11 @@ def generate(seed: int, n_customers: int, out: Path) -> dict[str, int]:
     cust = make_customers(rng, n_customers, cal)
     ev = simulate_events(rng, cust, cal)
     utc = timestamps(rng, ev, cust, cal)
+    extra_rng = np.random.default_rng([seed, 1])
+    extra = journey_events(extra_rng, ev, cust, cal)
+    extra_utc = timestamps(extra_rng, extra, cust, cal)
+    ev = {k: np.concatenate([ev[k], extra[k]]) for k in ev}
+    utc = np.concatenate([utc, extra_utc])
     out.mkdir(parents=True, exist_ok=True)
     counts = {
         "customers.csv": write_customers(out / "customers.csv", cust, loyalty_tiers(cust, ev), cal),

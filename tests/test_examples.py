@@ -169,8 +169,9 @@ def test_events_are_well_formed(events: tuple[list[str], list[dict[str, str]]]) 
     assert times == sorted(times)
     assert times[0] >= "2025-11-01" and times[-1] < "2026-11-01"
     kinds = Counter(r["type"] for r in rows)
-    assert set(kinds) == {"purchase", "return", "visit"}
+    assert set(kinds) == {"purchase", "return", "visit", "signup", "cart_abandoned"}
     assert kinds["purchase"] > kinds["return"] > 0
+    assert kinds["visit"] > kinds["cart_abandoned"] > 0  # the journeys' entry events
     for row in rows:
         amount, discount = float(row["amount"]), float(row["discount"])
         assert 0.0 <= discount <= 0.3
@@ -184,6 +185,24 @@ def test_events_are_well_formed(events: tuple[list[str], list[dict[str, str]]]) 
             assert amount == 0 and discount == 0
     discounts = [float(r["discount"]) for r in rows if r["type"] == "purchase"]
     assert 0.5 < discounts.count(0.0) / len(discounts) < 0.95
+
+
+def test_each_signup_in_the_events_year_has_its_event(
+    customers: tuple[list[str], list[dict[str, str]]],
+    events: tuple[list[str], list[dict[str, str]]],
+) -> None:
+    joined = {r["customer_id"]: r["signup_date"] for r in customers[1]}
+    signups = {r["customer_id"]: r["occurred_at"][:10] for r in events[1] if r["type"] == "signup"}
+    expected = {c: d for c, d in joined.items() if d >= "2025-11-01"}
+    assert signups.keys() == expected.keys()
+    for cid, day in signups.items():  # the day in UTC can be the evening before in Madrid
+        assert day in (expected[cid], _day_before(expected[cid])), cid
+
+
+def _day_before(day: str) -> str:
+    from datetime import date, timedelta
+
+    return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
 
 
 def test_events_never_precede_signup(
@@ -215,7 +234,15 @@ def test_behaviour_is_heterogeneous(
 
 def test_plan_has_the_expected_shape(plan: dict[str, Any]) -> None:
     assert plan["version"] == 1
-    assert set(plan) == {"version", "settings", "attributes", "caps", "campaigns", "exclusions"}
+    assert set(plan) == {
+        "version",
+        "settings",
+        "attributes",
+        "caps",
+        "campaigns",
+        "exclusions",
+        "journeys",
+    }
     assert plan["settings"]["policy"]["name"] == "uniform"
     assert plan["attributes"] == ATTRIBUTE_TYPES
     assert set(plan["attributes"]) == set(CUSTOMER_COLUMNS) - {"customer_id"}
