@@ -7,6 +7,7 @@ transaction with a plan revision and an audit-log entry.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,27 @@ def validate_plan(
             full = with_archived(read_plan(session), plan)
     check_plan(full, source, known_attributes=known, policy_names=POLICIES)
     return full
+
+
+def plan_warnings(plan: Plan, engine: sa.Engine | None) -> list[str]:
+    """What is allowed but probably wrong: a journey entered or left on an event type that no
+    imported event has (a typo, or events not imported yet)."""
+    if engine is None or not plan.journeys:
+        return []
+    with engine.connect() as conn:
+        known = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT type FROM event"))}
+    out = []
+    for j in plan.journeys:
+        for name, trigger in (("entry", j.entry), ("exit", j.exit)):
+            if trigger is not None and trigger.event and trigger.event not in known:
+                close = difflib.get_close_matches(trigger.event, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                seen = ", ".join(sorted(known)) or "none yet"
+                out.append(
+                    f"journey {j.id!r} {name}: no event of type {trigger.event!r} was ever "
+                    f"imported ({hint}types seen: {seen})"
+                )
+    return out
 
 
 def validate_plan_file(path: str | Path, *, engine: sa.Engine | None = None) -> Plan:

@@ -31,7 +31,7 @@ def validate(
     ),
 ) -> None:
     """Check a plan file; list every problem with its line (exit code 2 if any)."""
-    from orchestrator.admin import validate_plan_file
+    from orchestrator.admin import plan_warnings, validate_plan_file
     from orchestrator.errors import PlanError
 
     engine = None if offline else _engine_if_initialized()
@@ -41,10 +41,13 @@ def validate(
         for line in getattr(exc, "problems", [str(exc)]):
             err_console.print(f"error: {line}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    for line in plan_warnings(plan, engine):
+        err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
     n_t = sum(len(c.treatments) for c in plan.campaigns)
     console.print(
         f"[green]ok[/green]: {file}: {len(plan.campaigns)} campaigns, {n_t} treatments, "
         f"{len(plan.caps)} caps, {len(plan.exclusions)} exclusions"
+        + (f", {len(plan.journeys)} journeys" if plan.journeys else "")
     )
 
 

@@ -242,3 +242,17 @@ def test_explain_shows_the_journey_step_the_run_sent(ready: sa.Engine) -> None:
         assert x.would_choose == f"{d.campaign_id}/{d.treatment_id}"
         (line,) = [j for j in x.journeys if j["journey"] == d.journey_id]
         assert line["today"] == "step 1 goes out" and line["group"] == d.group
+
+
+def test_validate_warns_of_an_entry_event_never_seen(
+    ready: sa.Engine, db_url: str, tmp_path
+) -> None:
+    from tests.test_cli import orch
+
+    add_events(ready, [("C000001", "cart_abandoned", DAY)])
+    path = tmp_path / "typo.yaml"
+    path.write_text(plan_text().replace("{event: cart_abandoned}", "{event: cart_abandonned}"))
+    out = orch(db_url, "plan", "validate", str(path))
+    assert out.returncode == 0, out.stderr  # a warning, not an error
+    assert "no event of type 'cart_abandonned'" in out.stderr
+    assert "did you mean 'cart_abandoned'?" in out.stderr
