@@ -355,9 +355,12 @@ def main() -> None:
         else:
             engine = make_engine(url)
             with engine.connect() as conn:
-                built = conn.exec_driver_sql(
-                    "SELECT to_regclass('public.customer') IS NOT NULL"
-                ).scalar() and conn.exec_driver_sql("SELECT COUNT(*) FROM customer").scalar()
+                built = (
+                    conn.exec_driver_sql(
+                        "SELECT to_regclass('public.customer') IS NOT NULL"
+                    ).scalar()
+                    and conn.exec_driver_sql("SELECT COUNT(*) FROM customer").scalar()
+                )
             if not (args.reuse and built == args.customers):
                 with engine.begin() as conn:
                     conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

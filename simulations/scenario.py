@@ -122,6 +122,11 @@ class Scenario(_Strict):
     after_drift: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Label -> persona -> lift replacing it from drift_day."
     )
+    entry_events: dict[str, float] = Field(
+        default_factory=dict,
+        description="Event type -> daily probability per customer: what journeys start on "
+        "(cart_abandoned, signup...), imported each day with the purchases.",
+    )
 
     def plan_model(self) -> Plan:
         """Return the plan as the engine's validated model."""

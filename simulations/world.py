@@ -240,6 +240,7 @@ class World:
         buy = np.flatnonzero(rng.random(p.size) < p)
         # Every customer's noise is drawn, bought or not, so that a send changes nothing else.
         events = self._events(t, buy, disc[buy], rng, whole=True)
+        events += self._entry_events(t)
 
         # Move to the next day: free today's ring slots, slide the fatigue window.
         today, f1 = t % self._lift_sum.shape[0], self._contacts.shape[0]
@@ -389,6 +390,35 @@ class World:
         has = on >= 0
         p[:, has], disc[:, has] = p_on[:h, on[has]], disc_on[:h, on[has]]
         return p, disc
+
+    def _entry_events(self, t: int) -> list[dict[str, Any]]:
+        """The scenario's journey-entry events of day ``t`` (own stream: purchases unchanged)."""
+        kinds = sorted(self.scenario.entry_events)
+        if not kinds:
+            return []
+        rng = np.random.default_rng([self.seed, 3, t])
+        day = self.scenario.start + timedelta(days=t)
+        stamp, iso = day.strftime("%Y%m%d"), day.isoformat()
+        out: list[dict[str, Any]] = []
+        for kind in kinds:
+            hit = np.flatnonzero(
+                rng.random(len(self.customer_ids)) < self.scenario.entry_events[kind]
+            )
+            for i in hit.tolist():
+                cid = self.customer_ids[i]
+                out.append(
+                    {
+                        "event_id": f"{cid}-{kind}-{stamp}",
+                        "customer_id": cid,
+                        "occurred_at": f"{iso}T12:00:00+00:00",
+                        "type": kind,
+                        "amount": 0.0,
+                        "discount": 0.0,
+                        "category": None,
+                        "channel": "web",
+                    }
+                )
+        return out
 
     def _events(
         self,
