@@ -193,11 +193,11 @@ def test_cli_unknown_scenario_is_bad_input() -> None:
     )
 
 
-def test_cli_scenarios_lists_the_four() -> None:
+def test_cli_scenarios_lists_the_five() -> None:
     done = _orch("scenarios")
     assert done.returncode == 0, done.stderr
     names = set(list_scenarios())
-    assert names == {"tiny", "standard", "drift", "all-harmful"}
+    assert names == {"tiny", "standard", "drift", "all-harmful", "journeys"}
     listed = {line.split("│")[1].strip() for line in done.stdout.splitlines() if "│" in line}
     assert names <= listed
 
