@@ -28,7 +28,9 @@ Scalar = str | int | float | bool
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class TreatmentSpec(_Strict):
@@ -252,8 +254,13 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     except yaml.YAMLError:
         return index
 
+    seen: set[int] = set()
+
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         index[path] = node.start_mark.line + 1
+        if id(node) in seen:  # an alias: its node was walked where it was defined
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = path + (key.value,)
@@ -316,17 +323,55 @@ def _pydantic_message(err: Mapping[str, Any]) -> str:
     return msg
 
 
+MAX_PLAN_BYTES = 5_000_000
+MAX_PLAN_VALUES = 200_000  # values in the document once YAML aliases are expanded
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many values the document holds once aliases are expanded (each node counted as
+    often as it is referenced), computed without expanding them."""
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        memo[key] = 1  # a self-reference counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        memo[key] = total
+        return total
+
+    return size(root) if root is not None else 0
+
+
 def parse_plan_text(text: str, *, name: str = "<plan>") -> tuple[Plan, PlanSource]:
     """Parse and validate plan YAML; raise ``PlanError`` listing every field problem."""
+    if len(text) > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"{name}: the plan is {len(text) / 1e6:.1f} MB; a plan is limited to "
+            f"{MAX_PLAN_BYTES // 1_000_000} MB"
+        )
     try:
+        # Compose first (linear in the text) and refuse documents whose aliases expand to
+        # more than a plan could hold (a "billion laughs" grows exponentially).
+        values = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader))
+        if values > MAX_PLAN_VALUES:
+            raise PlanError(
+                f"{name}: the plan expands to more than {MAX_PLAN_VALUES:,} values through "
+                "YAML aliases (*name); write the repeated parts out"
+            )
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PlanError(f"{name}{line}: not valid YAML: {problem}") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise PlanError(f"{name}: the plan is empty (see docs/plan.md for what it holds)")
     source = PlanSource(name, text, data)
     if not isinstance(data, dict):
         raise PlanError(f"{name}: a plan is a mapping with campaigns, caps, ... at the top")
@@ -346,6 +391,12 @@ def load_plan_file(path: str | Path) -> tuple[Plan, PlanSource]:
         return parse_plan_text(sys.stdin.read(), name="<stdin>")
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_PLAN_BYTES:
+            raise PlanError(
+                f"{p}: the file is {size / 1e6:.1f} MB; a plan is limited to "
+                f"{MAX_PLAN_BYTES // 1_000_000} MB"
+            )
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlanError(f"{p}: no such file") from None

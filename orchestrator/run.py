@@ -366,6 +366,7 @@ def run_daily(
     ``workers`` starts a local Dask cluster of that many processes, ``scheduler`` uses a running
     one (PostgreSQL only); without either, the partitions run in this process."""
     require_schema(engine)
+    _check_arguments(day, seed, batch_size)
     distributed = bool(workers) or bool(scheduler)
     if distributed and engine.dialect.name != "postgresql":
         raise InputError(
@@ -439,6 +440,23 @@ def run_daily(
     report.batches = _batches(engine, day)
     report.seconds = time.perf_counter() - started
     return report
+
+
+MAX_SEED = 2**31 - 1
+MAX_DAYS_AHEAD = 366
+
+
+def _check_arguments(day: date, seed: int | None, batch_size: int) -> None:
+    """Refuse what cannot be a run before anything is claimed or written."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed {seed}: a seed is a whole number from 0 to {MAX_SEED:,}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: give at least 1")
+    if day > date.today() + timedelta(days=MAX_DAYS_AHEAD):
+        raise InputError(
+            f"--date {day} is more than {MAX_DAYS_AHEAD} days ahead: runs go forward in time, "
+            "and a run that far out would hold back every date before it"
+        )
 
 
 def _offset(progress: Progress | None, base: int, total: int) -> Progress | None:

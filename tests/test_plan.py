@@ -228,3 +228,37 @@ def test_any_plan_survives_yaml_round_trip(plan: Plan) -> None:
 def test_diff_is_empty_exactly_when_plans_are_equal(a: Plan, b: Plan) -> None:
     assert (diff_plans(a, b) == []) == (_canonical(a) == _canonical(b))
     assert diff_plans(a, a) == []
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_in_bounded_memory() -> None:
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    with pytest.raises(PlanError, match="expands to more than 200,000 values through YAML"):
+        parse_plan_text("\n".join(levels), name="bomb.yaml")
+
+
+def test_an_empty_or_oversized_plan_is_refused(tmp_path) -> None:
+    for text in ("", "# nothing\n", "{}\n"):
+        with pytest.raises(PlanError, match="the plan is empty"):
+            parse_plan_text(text, name="empty.yaml")
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * 6_000_000 + "\n")
+    with pytest.raises(PlanError, match="a plan is limited to 5 MB"):
+        load_plan_file(big)
+
+
+def test_an_infinite_or_nan_number_in_the_plan_is_refused() -> None:
+    text = """
+campaigns:
+  - id: a
+    channel: email
+    treatments: [{id: t, cost: .inf}]
+"""
+    with pytest.raises(PlanError, match="cost"):
+        parse_plan_text(text, name="inf.yaml")
+    with pytest.raises(PlanError, match="global_control_fraction"):
+        parse_plan_text(
+            "settings: {global_control_fraction: .nan}\n" + text.replace(".inf", "1"),
+            name="nan.yaml",
+        )

@@ -405,3 +405,23 @@ def test_a_task_of_a_replaced_run_writes_nothing(ready: sa.Engine) -> None:
     with pytest.raises(InputError, match="was replaced"):
         run_partition(ready, DAY, 0, 100, token=old)
     assert decisions(ready) == after
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, "a seed is a whole number from 0"),
+        ({"seed": 2**40}, "a seed is a whole number from 0"),
+        ({"day": date(9999, 12, 31)}, "more than 366 days ahead"),
+        ({"batch_size": 0}, "give at least 1"),
+    ],
+)
+def test_impossible_run_arguments_are_refused_before_anything_is_written(
+    ready: sa.Engine, snapshot, kwargs: dict, message: str
+) -> None:
+    before = snapshot(ready)
+    args = {"day": DAY, "batch_size": 100, **kwargs}
+    with pytest.raises(InputError, match=message):
+        run_daily(ready, **args)
+    assert snapshot(ready) == before
+    assert run_daily(ready, day=DAY, batch_size=100).status == "done"  # nothing left blocking

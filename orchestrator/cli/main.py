@@ -28,18 +28,28 @@ app = new_app(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:  # eager: before click asks for a command
+        console.print(f"orch {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main(
     database_url: str | None = typer.Option(
         None, "--database-url", help="Override ORCH_DATABASE_URL for this command."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+        expose_value=False,
+    ),
 ) -> None:
     """Campaign orchestration engine."""
-    if version:
-        console.print(f"orch {__version__}")
-        raise typer.Exit(0)
     set_database_url(database_url)
 
 
@@ -91,14 +101,32 @@ def run(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("ORCH_DEBUG") == "1"
     try:
-        # Standalone mode: usage errors print click's message and exit 2 by themselves.
-        app(args=args, prog_name="orch")
+        # Not standalone: a usage error (a bad option value, a missing argument) becomes one
+        # line like every other bad input, instead of click's "Usage:" block.
+        result = app(args=args, prog_name="orch", standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except OrchestratorError as exc:
         if debug:
             raise
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is not None and not hasattr(exc, "format_message"):  # typer.Exit(n)
+            sys.exit(code)
+        if type(exc).__name__ == "Abort":
+            err_console.print("aborted", markup=False)
+            sys.exit(1)
+        if code is not None:  # click's usage errors (typer vendors click: match by shape)
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                err_console.print(message, markup=False, soft_wrap=True)
+                sys.exit(code)
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            err_console.print(f"error: {where}{message}", markup=False, soft_wrap=True)
+            sys.exit(code)
         if debug:
             raise
         err_console.print(

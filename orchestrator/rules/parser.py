@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from orchestrator.errors import RuleError
 from orchestrator.rules.ast import (
@@ -141,6 +141,36 @@ def _read_string(text: str, start: int) -> Token:
     raise RuleError("unterminated string", rule=text, position=start)
 
 
+MAX_DEPTH = 60  # nesting levels of a rule; and/or chains of any length are not nested
+MAX_RULE_CHARS = 20_000
+
+
+LONG_CHAIN = 32
+
+
+def _balanced(kind: Any, items: list[Node], ops: list[int]) -> Node:
+    """``a or b or c ...``: folded left (``(a or b) or c``), or, past ``LONG_CHAIN`` terms, as
+    a balanced tree (and/or are associative, null logic included), so a chain of hundreds of
+    terms stays a few levels deep for the checker and the compiler."""
+    if len(items) <= LONG_CHAIN:
+        node = items[0]
+        for pos, item in zip(ops, items[1:], strict=True):
+            node = kind(node, item, pos=pos)
+        return node
+    return _halves(kind, items, ops)
+
+
+def _halves(kind: Any, items: list[Node], ops: list[int]) -> Node:
+    if len(items) == 1:
+        return items[0]
+    mid = len(items) // 2
+    return kind(
+        _halves(kind, items[:mid], ops[: mid - 1]),
+        _halves(kind, items[mid:], ops[mid:]),
+        pos=ops[mid - 1],
+    )
+
+
 def parse(text: str) -> Node:
     """Parse one target rule; raise ``RuleError`` with the position of the first problem.
 
@@ -150,6 +180,12 @@ def parse(text: str) -> Node:
     orchestrator.errors.RuleError: comparisons cannot be chained; join them with 'and' \
 at position 6 in rule 'a < b < c'
     """
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleError(
+            f"the rule is {len(text):,} characters long; rules are limited to {MAX_RULE_CHARS:,}",
+            rule=text[:60] + "...",
+            position=None,
+        )
     return _Parser(text).parse_rule()
 
 
@@ -160,6 +196,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
 
     # -- token helpers ---------------------------------------------------------------------
 
@@ -207,20 +244,33 @@ class _Parser:
         return node
 
     def or_expr(self) -> Node:
-        node = self.and_expr()
+        items, ops = [self.and_expr()], []
         while token := self.accept("keyword", "or"):
-            node = Or(node, self.and_expr(), pos=token.pos)
-        return node
+            ops.append(token.pos)
+            items.append(self.and_expr())
+        return _balanced(Or, items, ops)
 
     def and_expr(self) -> Node:
-        node = self.not_expr()
+        items, ops = [self.not_expr()], []
         while token := self.accept("keyword", "and"):
-            node = And(node, self.not_expr(), pos=token.pos)
-        return node
+            ops.append(token.pos)
+            items.append(self.not_expr())
+        return _balanced(And, items, ops)
+
+    def nest(self, token: Token) -> None:
+        """Count one more level of nesting (parentheses, not, unary minus); refuse too many."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(
+                f"the rule nests more than {MAX_DEPTH} levels (parentheses, not, minus)", token
+            )
 
     def not_expr(self) -> Node:
         if token := self.accept("keyword", "not"):
-            return Not(self.not_expr(), pos=token.pos)
+            self.nest(token)
+            node = Not(self.not_expr(), pos=token.pos)
+            self.depth -= 1
+            return node
         return self.cmp_expr()
 
     def cmp_expr(self) -> Node:
@@ -274,7 +324,10 @@ class _Parser:
 
     def unary(self) -> Node:
         if token := self.accept("op", "-"):
-            return Neg(self.unary(), pos=token.pos)
+            self.nest(token)
+            node = Neg(self.unary(), pos=token.pos)
+            self.depth -= 1
+            return node
         return self.atom()
 
     def atom(self) -> Node:
@@ -295,7 +348,9 @@ class _Parser:
             self.advance()
             return NullLit(pos=token.pos)
         if self.accept("op", "("):
+            self.nest(token)
             node = self.or_expr()
             self.expect("op", ")")
+            self.depth -= 1
             return node
         raise self.unexpected(token)

@@ -263,3 +263,22 @@ def test_number_literals_are_finite_and_not_negative(value: float) -> None:
 def test_number_literal_refuses_bools() -> None:
     with pytest.raises(TypeError):
         NumberLit(True)
+
+
+def test_a_long_or_chain_works_and_deep_nesting_is_refused_cleanly() -> None:
+    """500 `or` terms evaluate; 200 nested parentheses, `not`s or minus signs give one clean
+    error naming the limit, never a RecursionError."""
+    import numpy as np
+
+    from orchestrator.rules import Rule
+    from orchestrator.rules.columns import column_from_values
+
+    chain = " or ".join(f"a == {i}" for i in range(500))
+    rule = Rule.compile(chain, {"a": "number"})
+    values = rule.evaluate({"a": column_from_values("number", [3.0, 700.0, None])}, 3)
+    assert np.asarray(values).tolist() == [True, False, False]
+    for deep in ("(" * 200 + "a > 1" + ")" * 200, "not " * 200 + "a > 1", "-" * 300 + "a > 1"):
+        with pytest.raises(RuleError, match="nests more than 60 levels"):
+            Rule.compile(deep, {"a": "number"})
+    with pytest.raises(RuleError, match="rules are limited to 20,000"):
+        Rule.compile("a > 1 or " * 3000 + "a > 2", {"a": "number"})
