@@ -274,8 +274,9 @@ def to_number(column: pa.Array | pa.ChunkedArray) -> Converted:
         return _typed(arr, pc.cast(arr, pa.int64()), np.zeros(len(arr), dtype=bool), "a number")
     if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         floats = pc.cast(arr, pa.float64())
-        infinite = mask(pc.is_inf(floats))
-        return _typed(arr, floats, infinite, "a finite number")
+        # NaN and infinities are refused as they are in CSV text ("NaN" does not parse)
+        bad = mask(pc.or_(pc.is_inf(floats), pc.is_nan(floats)))
+        return _typed(arr, floats, bad, "a finite number")
     return parse_number(to_text(arr), arr)
 
 
@@ -301,9 +302,10 @@ def to_timestamp(column: pa.Array | pa.ChunkedArray) -> Converted:
 
 
 def to_string(column: pa.Array | pa.ChunkedArray) -> Converted:
+    """Text; a NUL character is refused (PostgreSQL cannot store it, SQLite would)."""
     arr = plain(column)
     text = to_text(arr)
-    return _typed(arr, text, np.zeros(len(arr), dtype=bool), "text")
+    return _typed(arr, text, mask(pc.match_substring(text, "\x00")), "text without NUL characters")
 
 
 def convert(column: pa.Array | pa.ChunkedArray, dtype: str) -> Converted:

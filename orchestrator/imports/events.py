@@ -149,6 +149,13 @@ def _prepare(source: Source, problems: Problems, offset: int, length: int) -> pa
     kind = text_field(part, local, "type", max_length=32, required=True)
     amount = to_number(part.table.column("amount"))
     local.add_converted("amount", amount)
+    raw_amount = plain(part.table.column("amount"))
+    if pa.types.is_floating(raw_amount.type):  # a NaN is not "no amount": say so, as CSV does
+        local.add(
+            "amount",
+            mask(pc.is_nan(raw_amount)),
+            lambda row: "is NaN: leave the cell empty (null) for no amount",
+        )
     amounts = pc.fill_null(pc.cast(amount.values, pa.float64()), 0.0)
     if "discount" in names:
         discount_given = to_number(part.table.column("discount"))

@@ -227,6 +227,28 @@ CASES: dict[str, tuple[str, Callable[[Path], object], str, str]] = {
         "events.csv",
         "events.csv line 2, field 'customer_id': is empty",
     ),
+    "a NUL character in a customer cell": (
+        "customers",
+        _customers("customer_id,city\nc9,Par\x00is\n"),
+        "customers.csv",
+        "customers.csv line 2, field 'city': 'Par\\x00is' is not text without NUL characters",
+    ),
+    "a Parquet amount of NaN": (
+        "events",
+        _parquet(
+            "events.parquet",
+            pa.table(
+                {
+                    "customer_id": ["c1"],
+                    "occurred_at": ["2024-01-03"],
+                    "type": ["purchase"],
+                    "amount": pa.array([float("nan")], pa.float64()),
+                }
+            ),
+        ),
+        "events.parquet",
+        "events.parquet row 1, field 'amount': is NaN: leave the cell empty (null) for no amount",
+    ),
 }
 
 
