@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from orchestrator.errors import ImportFileError
 from orchestrator.imports.common import (
     column,
     constant_timestamp,
@@ -85,7 +86,10 @@ def import_events(
     now = utcnow()
     # Chunks are prepared while the previous one is written; errors roll the whole thing back.
     chunk_rows = bulk.chunk_rows_for(n)
-    chunks = _prepared_chunks(source, problems, now, chunk_rows, skip_invalid=skip_invalid)
+    seen = _GivenIds()
+    chunks = _prepared_chunks(
+        source, problems, now, chunk_rows, skip_invalid=skip_invalid, seen=seen
+    )
     report = progress_of(progress, n)
     with engine.begin() as conn:
         bulk.begin_write(conn)
@@ -98,6 +102,7 @@ def import_events(
                 on_conflict_do_nothing=(KEY,),
                 progress=report,
             )
+            seen.check(source)  # before the commit: a contradiction rolls everything back
     rejected, written = write_rejects(
         source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
     )
@@ -113,8 +118,57 @@ def import_events(
     )
 
 
+class _GivenIds:
+    """The file's own event ids with their content, to find one id given to two different
+    events (the second would otherwise be dropped as "already known")."""
+
+    def __init__(self) -> None:
+        self.ids: list[pa.Array] = []
+        self.content: list[pa.Array] = []
+        self.rows: list[np.ndarray] = []
+
+    def add(self, given: pa.Array, content: pa.Array, rows: np.ndarray) -> None:
+        has = mask(pc.is_valid(given))
+        if has.any():
+            keep = pa.array(has)
+            self.ids.append(given.filter(keep))
+            self.content.append(content.filter(keep))
+            self.rows.append(rows[has])
+
+    def check(self, source: Source) -> None:
+        if not self.ids:
+            return
+        table = pa.table(
+            {
+                "id": pa.concat_arrays(self.ids),
+                "content": pa.concat_arrays(self.content),
+                "row": np.concatenate(self.rows),
+            }
+        )
+        kinds = table.group_by("id").aggregate([("content", "count_distinct")])
+        clash = kinds.filter(pc.greater(kinds.column("content_count_distinct"), 1))
+        if clash.num_rows == 0:
+            return
+        rows = table.filter(pc.is_in(table.column("id"), clash.column("id")))
+        rows = rows.sort_by([("row", "ascending")])
+        first_id = rows.column("id")[0].as_py()
+        same = rows.filter(pc.equal(rows.column("id"), first_id))
+        a, b = (int(r) for r in same.column("row").to_pylist()[:2])
+        more = f" ({clash.num_rows - 1} more ids like it)" if clash.num_rows > 1 else ""
+        raise ImportFileError(
+            f"{source.where(a)} and {source.where(b).removeprefix(source.label + ' ')}: event_id "
+            f"{first_id!r} is given to two different events{more}; give each event its own id"
+        )
+
+
 def _prepared_chunks(
-    source: Source, problems: Problems, now: datetime, chunk_rows: int, *, skip_invalid: bool
+    source: Source,
+    problems: Problems,
+    now: datetime,
+    chunk_rows: int,
+    *,
+    skip_invalid: bool,
+    seen: _GivenIds | None = None,
 ) -> Iterator[tuple[pa.Table, int]]:
     """The good rows of each chunk of the file, with the number of file rows it covers."""
     n = source.table.num_rows
@@ -122,18 +176,24 @@ def _prepared_chunks(
         problems.raise_first()
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
-        rows = _prepare(source, problems, start, stop - start)
+        rows, given, content = _prepare(source, problems, start, stop - start)
         if not skip_invalid:
             problems.raise_first(upto=stop)
         good = ~problems.bad()[start:stop]
+        if seen is not None:
+            keep = pa.array(good)
+            seen.add(given.filter(keep), content.filter(keep), np.arange(start, stop)[good])
         if not good.all():
             rows = rows.filter(pa.array(good))
         rows = rows.append_column("imported_at", constant_timestamp(now, rows.num_rows))
         yield rows, stop - start
 
 
-def _prepare(source: Source, problems: Problems, offset: int, length: int) -> pa.Table:
-    """Convert and check ``length`` rows from ``offset``; bad rows are flagged in ``problems``."""
+def _prepare(
+    source: Source, problems: Problems, offset: int, length: int
+) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """Convert and check ``length`` rows from ``offset``; bad rows are flagged in ``problems``.
+    Also the given event ids (null where none) and each row's content."""
     part = Source(
         label=source.label,
         path=source.path,
@@ -190,18 +250,22 @@ def _prepare(source: Source, problems: Problems, offset: int, length: int) -> pa
         null_handling="replace",
         null_replacement="",
     )
-    return pa.table(
-        {
-            KEY: _keys(given, content),
-            "customer_id": customer.values,
-            "occurred_at": occurred.values,
-            "type": kind.values,
-            "amount": amounts,
-            "discount": discount,
-            "category": category,
-            "channel": channel,
-            "extra": extra,
-        }
+    return (
+        pa.table(
+            {
+                KEY: _keys(given, content),
+                "customer_id": customer.values,
+                "occurred_at": occurred.values,
+                "type": kind.values,
+                "amount": amounts,
+                "discount": discount,
+                "category": category,
+                "channel": channel,
+                "extra": extra,
+            }
+        ),
+        given,
+        content,
     )
 
 

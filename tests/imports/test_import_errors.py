@@ -227,6 +227,17 @@ CASES: dict[str, tuple[str, Callable[[Path], object], str, str]] = {
         "events.csv",
         "events.csv line 2, field 'customer_id': is empty",
     ),
+    "one event_id for two different events": (
+        "events",
+        _events(
+            "event_id,customer_id,occurred_at,type,amount\n"
+            "E1,c1,2024-01-01,purchase,10\nE2,c1,2024-01-02,purchase,20\n"
+            "E1,c1,2024-01-01,purchase,999\n"
+        ),
+        "events.csv",
+        "events.csv line 2 and line 4: event_id 'E1' is given to two different events; "
+        "give each event its own id",
+    ),
     "a NUL character in a customer cell": (
         "customers",
         _customers("customer_id,city\nc9,Par\x00is\n"),

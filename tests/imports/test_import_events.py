@@ -107,7 +107,11 @@ def test_duplicates_within_a_file_count_once(engine, files, stored) -> None:
 
 def test_event_id_is_the_key_when_given(engine, files, stored) -> None:
     text = "event_id,customer_id,occurred_at,type,amount\n"
-    text += "T-1,c1,2024-01-01,purchase,1\n,c1,2024-01-02,purchase,2\nT-1,c9,2024-05-05,refund,3\n"
+    # The id is the key: a repeat of T-1 is the same event (one id for two *different* events
+    # is refused: see test_import_errors).
+    text += (
+        "T-1,c1,2024-01-01,purchase,1\n,c1,2024-01-02,purchase,2\nT-1,c1,2024-01-01,purchase,1\n"
+    )
     report = import_events(engine, files.text("e.csv", text))
 
     assert (report.inserted, report.unchanged_or_duplicate) == (2, 1)
