@@ -154,7 +154,7 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
 
 def _journey_lines(prepared: Any, before: list[Any], dec: Any, day: date) -> list[dict[str, Any]]:
     """Where the customer stood in each journey before the date, and what the date does."""
-    from orchestrator.engine.journeys import STATUS
+    from orchestrator.engine.journeys import CONTROL, STATUS, TEST
 
     out = []
     after = dec.journey_states or []
@@ -178,7 +178,7 @@ def _journey_lines(prepared: Any, before: list[Any], dec: Any, day: date) -> lis
                 "status": STATUS[int(new.status[0])],
                 "entered_on": date.fromordinal(entered).isoformat() if entered > 0 else None,
                 "next_step": int(new.step[0]) + 1,
-                "group": {1: "test", 2: "control"}.get(int(new.group[0])),
+                "group": {TEST: "test", CONTROL: "control"}.get(int(new.group[0])),
                 "today": today,
             }
         )

@@ -492,8 +492,7 @@ def check_plan(
         try:
             Rule.compile(c.target, schema)
         except RuleError as exc:
-            where = f" at position {exc.position}" if exc.position is not None else ""
-            add(("campaigns", i, "target"), f"{exc.reason}{where} in {c.target!r}")
+            add(("campaigns", i, "target"), _rule_problem(exc, c.target))
 
     _check_journeys(plan, add, schema, owners)
 
@@ -550,8 +549,12 @@ def _check_journeys(
                 try:
                     Rule.compile(trigger.rule, schema)
                 except RuleError as exc:
-                    where = f" at position {exc.position}" if exc.position is not None else ""
-                    add(("journeys", i, name, "rule"), f"{exc.reason}{where} in {trigger.rule!r}")
+                    add(("journeys", i, name, "rule"), _rule_problem(exc, trigger.rule))
+
+
+def _rule_problem(exc: RuleError, rule: str) -> str:
+    where = f" at position {exc.position}" if exc.position is not None else ""
+    return f"{exc.reason}{where} in {rule!r}"
 
 
 def _unknown_campaign(cid: str, known: set[str]) -> str:

@@ -730,9 +730,8 @@ def _claim(
             if row.status == "done":
                 return dict(row.counts)
             now = utcnow()
-            if row.status == "running" and row.owner != _owner() and _alive(row, now):
-                pass  # another attempt is alive: wait for it below
-            else:
+            busy = row.status == "running" and row.owner != _owner() and _alive(row, now)
+            if not busy:  # (a live attempt elsewhere: wait for it, then look again)
                 claimed = session.execute(
                     sa.update(RunPartition)
                     .where(

@@ -16,16 +16,23 @@ from sqlmodel import Session, select
 from orchestrator import admin
 from orchestrator.run import run_daily
 from orchestrator.storage.models import Decision, Run, RunPartition
+from tests.conftest import PG_URL
 from tests.helpers import seed_customers
 from tests.test_run import PLAN
 
 DAY = date(2026, 11, 23)
 
 
+# The Dask run needs PostgreSQL: these tests run where it is configured (CI sets it), and only
+# on it (on SQLite the run refuses workers; tests/test_run.py checks that).
+pytestmark = [
+    pytest.mark.skipif(PG_URL is None, reason="set ORCH_TEST_POSTGRES_URL (CI does)"),
+    pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+]
+
+
 @pytest.fixture
-def pg(engine: sa.Engine, db_url: str) -> sa.Engine:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the Dask run needs PostgreSQL (ORCH_TEST_POSTGRES_URL)")
+def pg(engine: sa.Engine) -> sa.Engine:
     admin.apply_plan_file(engine, PLAN, actor="test")
     seed_customers(engine, 3000)
     return engine

@@ -301,11 +301,8 @@ def test_batch_size_does_not_change_any_decision(ready: sa.Engine) -> None:
     assert decisions(ready) == small and report.counts == small_counts
 
 
-def test_workers_on_sqlite_are_refused_and_nothing_is_written(
-    ready: sa.Engine, snapshot, db_url: str
-) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite only")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_workers_on_sqlite_are_refused_and_nothing_is_written(ready: sa.Engine, snapshot) -> None:
     before = snapshot(ready)
     with pytest.raises(InputError, match="need PostgreSQL"):
         run_daily(ready, day=DAY, workers=2)

@@ -53,6 +53,12 @@ def is_postgres_conn(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def collate(conn: sa.Connection) -> str:
+    """`` COLLATE "C"`` on PostgreSQL: customer ids compare byte-wise on both backends, so
+    id ranges (batches, partitions) and their index scans are the same everywhere."""
+    return ' COLLATE "C"' if is_postgres_conn(conn) else ""
+
+
 def quote(conn: sa.Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 

@@ -25,7 +25,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator.storage.bulk import bulk_insert, driver_connection, is_postgres_conn
+from orchestrator.storage.bulk import bulk_insert, collate, driver_connection, is_postgres_conn
 from orchestrator.storage.models import ContactStateMark, Decision, Run, utcnow
 
 STATE_MIN_DAYS = 90  # states keep at least this many days, so most plan changes need no rebuild
@@ -135,13 +135,13 @@ def write_states(
     customers' states are upserted."""
     rows = [(cid, s) for cid, s in zip(ids, states, strict=True) if s is not None]
     pg = is_postgres_conn(conn)
-    collate = ' COLLATE "C"' if pg else ""
+    order = collate(conn)
     if replace_range is not None:
         after, last = replace_range
-        where = f"customer_id{collate} <= :last"
+        where = f"customer_id{order} <= :last"
         params = {"last": last}
         if after is not None:
-            where += f" AND customer_id{collate} > :after"
+            where += f" AND customer_id{order} > :after"
             params["after"] = after
         conn.execute(sa.text(f"DELETE FROM contact_state WHERE {where}"), params)
         bulk_insert(conn, "contact_state", ("customer_id", "state"), rows)

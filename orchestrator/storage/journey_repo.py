@@ -27,13 +27,10 @@ from orchestrator.engine.journeys import (
     JourneyState,
 )
 from orchestrator.errors import InputError
+from orchestrator.storage.bulk import collate
 
 GROUP_NAME = {TEST: "test", CONTROL: "control", 0: "test"}
 GROUP_CODE = {"test": TEST, "control": CONTROL}
-
-
-def _collate(conn: sa.Connection) -> str:
-    return ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
 
 
 def _ordinal(value: Any) -> int:
@@ -61,8 +58,8 @@ def load_journey_input(
         return None
     n = len(ids)
     row_of = {cid: i for i, cid in enumerate(ids)}
-    collate = _collate(conn)
-    where = f"customer_id{collate} >= :lo AND customer_id{collate} <= :hi"
+    order = collate(conn)
+    where = f"customer_id{order} >= :lo AND customer_id{order} <= :hi"
     bounds = {"lo": ids[0], "hi": ids[-1]}
     states = [JourneyState.empty(n) for _ in plans]
     index = {jp.id: j for j, jp in enumerate(plans)}

@@ -16,15 +16,10 @@ import sqlalchemy as sa
 from orchestrator.engine.contacts import CAP_EXEMPT, Entries, entries_from_columns
 from orchestrator.engine.partition import DECISION_COLUMNS
 from orchestrator.features import COMPUTED_FEATURES
-from orchestrator.storage.bulk import bulk_insert
+from orchestrator.storage.bulk import bulk_insert, collate
 from orchestrator.storage.models import DecisionContext
 
 FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
-
-
-def _collate(conn: sa.Connection) -> str:
-    # Byte order on both backends, so batches (and seeded decisions) are the same everywhere.
-    return ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,7 @@ def load_customers(
 ) -> RawBatch:
     """The next ``limit`` customers with id greater than ``after`` and at most ``upto`` (or one
     given customer), with their contact state if ``with_state``."""
-    collate = _collate(conn)
+    order = collate(conn)
     pg = conn.dialect.name == "postgresql"
     attrs = "c.attributes::text" if pg else "c.attributes"
     feats = "".join(f", f.{name}" for name in feature_names)
@@ -65,10 +60,10 @@ def load_customers(
         params["cid"] = customer_id
     else:
         if after is not None:
-            bounds.append(f"{{t}}.customer_id{collate} > :after")
+            bounds.append(f"{{t}}.customer_id{order} > :after")
             params["after"] = after
         if upto is not None:
-            bounds.append(f"{{t}}.customer_id{collate} <= :upto")
+            bounds.append(f"{{t}}.customer_id{order} <= :upto")
             params["upto"] = upto
 
     def on(t: str) -> str:
@@ -83,7 +78,7 @@ def load_customers(
     sql = (
         f"SELECT c.customer_id, {attrs}{feats}{state} FROM customer c "
         f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id{on('f')}{join_state} "
-        f"WHERE {where} ORDER BY c.customer_id{collate} LIMIT :limit"
+        f"WHERE {where} ORDER BY c.customer_id{order} LIMIT :limit"
     )
     rows = _fetch(conn, sql, params)
     if not rows:
@@ -123,13 +118,13 @@ def partition_bounds(conn: sa.Connection, count: int) -> list[tuple[str | None, 
     if count <= 1 or total <= count:
         return [(None, None)]
     step = math.ceil(total / count)
-    collate = _collate(conn)
+    order = collate(conn)
     cuts = [
         r[0]
         for r in conn.execute(
             sa.text(
                 f"SELECT customer_id FROM (SELECT customer_id, ROW_NUMBER() OVER "
-                f"(ORDER BY customer_id{collate}) AS rn FROM customer) ranked "
+                f"(ORDER BY customer_id{order}) AS rn FROM customer) ranked "
                 "WHERE rn % :step = 0 ORDER BY rn"
             ),
             {"step": step},
@@ -156,7 +151,7 @@ def load_entries(
     """
     if not ids:
         return Entries.empty()
-    collate = _collate(conn)
+    order = collate(conn)
     since = date.fromordinal(day.toordinal() - lookback_days)
     if conn.dialect.name == "postgresql":
         age, left = "(CAST(:day AS DATE) - run_date)", "(window_end - CAST(:day AS DATE))"
@@ -166,7 +161,7 @@ def load_entries(
     where_ids = (
         "customer_id = :lo"
         if len(ids) == 1
-        else f"customer_id{collate} >= :lo AND customer_id{collate} <= :hi"
+        else f"customer_id{order} >= :lo AND customer_id{order} <= :hi"
     )
     sql = (
         f"SELECT customer_id, {age}, campaign_id, channel, "
