@@ -187,6 +187,11 @@ class PolicySettings(_Strict):
 
 class PlanSettings(_Strict):
     timezone: str = "UTC"
+    run_at: str = Field(
+        default="06:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="When the daemon runs the day (HH:MM, in the plan's time zone).",
+    )
     global_control_fraction: float = Field(default=0.05, ge=0, lt=1)
     allow_no_send: bool = True
     no_send_measurement_days: int = Field(

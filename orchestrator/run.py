@@ -13,12 +13,15 @@ row is completed last. Rerunning a finished date changes nothing unless forced.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -28,6 +31,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
+from orchestrator.config import get_settings
 from orchestrator.engine.actions import build_actions
 from orchestrator.engine.columns import context_names
 from orchestrator.engine.contacts import (
@@ -64,6 +68,7 @@ from orchestrator.storage.journey_repo import (
 )
 from orchestrator.storage.models import (
     Decision,
+    PlanRevision,
     PolicyVersion,
     Reward,
     Run,
@@ -81,9 +86,11 @@ from orchestrator.storage.run_repo import (
 )
 from policies import POLICIES
 
-__all__ = ["Prepared", "RunReport", "prepare", "run_daily", "run_partition"]
+__all__ = ["Prepared", "RunReport", "RunStopped", "prepare", "run_daily", "run_partition"]
 
-STALE_AFTER = timedelta(minutes=15)
+log = logging.getLogger("orch.run")
+
+HEARTBEAT_SECONDS = 10.0  # the run row's heartbeat, from a thread, whatever a batch takes
 BATCH_STRIDE = 1_000_000  # logged batch number = partition * BATCH_STRIDE + batch in partition
 Progress = Callable[[int, int | None], None]
 
@@ -237,7 +244,38 @@ def _alive(run: Run | RunPartition, now: datetime) -> bool:
             return False
         except PermissionError:
             return True
-    return now - run.heartbeat_at < STALE_AFTER
+    return now - run.heartbeat_at < timedelta(seconds=get_settings().stale_after_seconds)
+
+
+class RunStopped(RuntimeError):
+    """The run was asked to stop (SIGTERM to the daemon): the batch in hand was committed and
+    the run resumes from there on its next start."""
+
+
+@contextmanager
+def _heartbeat(engine: sa.Engine, token: str | None, every: float) -> Iterator[None]:
+    """Beat the run row every ``every`` seconds from a thread while the block runs, so a live
+    run looks alive to other hosts however long a batch takes, and a dead one looks dead
+    ``ORCH_STALE_AFTER_SECONDS`` after its last beat."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.update(Run).where(col(Run.token) == token).values(heartbeat_at=utcnow())
+                    )
+            except Exception as exc:  # a missed beat is retried at the next one
+                log.warning("run heartbeat not written: %s", str(exc).splitlines()[0])
+
+    thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=every + 30)
 
 
 def _acquire(
@@ -292,8 +330,12 @@ def _acquire(
                 run = None
             if run is None:
                 mode, generation = contact_state.prepare_run(session, day, lookback_days)
+                revision = session.exec(
+                    select(col(PlanRevision.id)).order_by(col(PlanRevision.id).desc())
+                ).first()
                 run = Run(
                     run_date=day,
+                    plan_revision_id=revision,
                     status="running",
                     owner=_owner(),
                     seed=spec.seed,
@@ -360,11 +402,14 @@ def run_daily(
     workers: int | None = None,
     scheduler: str | None = None,
     partition_size: int = 250_000,
+    stop: threading.Event | None = None,
 ) -> RunReport:
     """Decide for every customer on ``day``; see the module docstring.
 
     ``workers`` starts a local Dask cluster of that many processes, ``scheduler`` uses a running
-    one (PostgreSQL only); without either, the partitions run in this process."""
+    one (PostgreSQL only); without either, the partitions run in this process. Once ``stop`` is
+    set, the run commits the batch in hand, is left ``stopped`` (resumable) and raises
+    :class:`RunStopped`."""
     require_schema(engine)
     _check_arguments(day, seed, batch_size)
     distributed = bool(workers) or bool(scheduler)
@@ -420,17 +465,22 @@ def run_daily(
             )
         else:
             grand = _customers(engine)
-            for part in pending:
-                run_partition(
-                    engine,
-                    day,
-                    part,
-                    batch_size,
-                    token=run.token,
-                    progress=_offset(progress, total, grand),
-                )
-                total = _done_customers(engine, day)
+            with _heartbeat(engine, run.token, HEARTBEAT_SECONDS):
+                for part in pending:
+                    run_partition(
+                        engine,
+                        day,
+                        part,
+                        batch_size,
+                        token=run.token,
+                        progress=_offset(progress, total, grand),
+                        stop=stop,
+                    )
+                    total = _done_customers(engine, day)
         counts = _finish(engine, day, report.policy_name, spec)
+    except RunStopped:
+        _mark_stopped(engine, day)
+        raise
     except BaseException as exc:
         _mark_failed(engine, day, exc)
         raise
@@ -600,9 +650,11 @@ def run_partition(
     *,
     token: str | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Decide one partition of the run of ``day`` and write it, batch by batch, each batch with
-    the partition's resume point; return the partition's counts (JSON).
+    the partition's resume point; return the partition's counts (JSON). Once ``stop`` is set
+    it hands the partition back (pending) after the batch in hand and raises ``RunStopped``.
 
     Runs in the coordinating process or on a Dask worker (``engine`` is then a URL). It reads
     the spec from the run row, so every worker decides with the same one. Every write names the
@@ -694,6 +746,20 @@ def run_partition(
         after, batch_no = raw.ids[-1], batch_no + 1
         if progress:
             progress(counts.customers, None)
+        if stop is not None and stop.is_set():
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(RunPartition)
+                    .where(
+                        col(RunPartition.run_date) == day,
+                        col(RunPartition.part) == part,
+                        col(RunPartition.run_token) == token,
+                    )
+                    .values(status="pending", owner="")
+                )
+            raise RunStopped(
+                f"the run for {day} stopped after {batch_no} batches of partition {part}"
+            )
     with engine.begin() as conn:
         conn.execute(
             sa.update(RunPartition)
@@ -839,6 +905,15 @@ def _finish(engine: sa.Engine, day: date, policy_name: str, spec: RunSpec) -> Ru
                 run.contacts_generation,
             )
     return counts
+
+
+def _mark_stopped(engine: sa.Engine, day: date) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Run)
+            .where(col(Run.run_date) == day, col(Run.status) == "running")
+            .values(status="stopped", owner="", error=None)
+        )
 
 
 def _mark_failed(engine: sa.Engine, day: date, exc: BaseException) -> None:

@@ -160,37 +160,10 @@ def _uplift_visual(
     extra: Sequence[str] = (),
 ) -> None:
     from orchestrator.reports import html, plots
-    from orchestrator.reports.personas import persona_report
-    from orchestrator.reports.programme import programme_uplift
+    from orchestrator.reports.page import page_parts
 
-    programme, programme_note = None, None
-    if report.campaign is None:
-        try:
-            with err_console.status("measuring the programme"):
-                programme = programme_uplift(
-                    engine,
-                    as_of=report.as_of,
-                    since=report.since,
-                    until=report.until,
-                )
-        except InputError as exc:
-            programme_note = str(exc)
-    personas = None
-    target = report.campaign or _biggest_campaign(report)
-    if target is not None:
-        try:
-            with err_console.status(f"finding the sub-personas of {target}"):
-                personas = persona_report(
-                    engine,
-                    campaign=target,
-                    treatment=report.treatment,
-                    as_of=report.as_of,
-                    since=report.since,
-                    until=report.until,
-                    min_leaf=_default_min_leaf(report, target),
-                )
-        except InputError:
-            personas = None
+    parts = page_parts(engine, report, status=err_console.status)
+    programme, programme_note, personas = parts.programme, parts.programme_note, parts.personas
     if fmt == "html":
         _write(
             html.uplift_html(
@@ -213,20 +186,6 @@ def _uplift_visual(
     if personas is not None:
         figures.append(("personas", plots.persona_plot(personas)))
     _write_pngs(out, "uplift", figures)
-
-
-def _biggest_campaign(report: UpliftReport) -> str | None:
-    rows = [r for r in report.campaign_rows if r.status == "ok"]
-    if not rows:
-        return None
-    return max(rows, key=lambda r: r.n_test + r.n_control).campaign
-
-
-def _default_min_leaf(report: UpliftReport, campaign: str) -> int:
-    """A leaf size that lets a small campaign split: 100, or 5% of its control customers."""
-    rows = [r for r in report.campaign_rows if r.campaign == campaign]
-    control = sum(r.n_control for r in rows)
-    return max(30, min(100, control // 20))
 
 
 def _write_pngs(out: str | None, stem: str, figures: list[tuple[str, bytes]]) -> None:

@@ -373,3 +373,38 @@ class PolicyVersion(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+# --- the daemon ------------------------------------------------------------------------------
+
+
+class Lease(SQLModel, table=True):
+    """A named lease: the daemon that holds ``name`` (``leader``) and until when. A holder
+    renews it well before ``expires_at``; anyone may take it once that has passed."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(default="", max_length=128)  # host:pid:nonce of the holding daemon
+    acquired_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    renewed_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    expires_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    info: str | None = Field(default=None, sa_type=sa.Text)  # JSON: the holder's schedule
+
+
+class JobRun(SQLModel, table=True):
+    """One step of the daemon's day (import, segments, run, export, learn, report) for one
+    date: at most one row per step and date, so a step done for a date is never done twice."""
+
+    __tablename__ = "job_run"
+
+    job_id: str = Field(primary_key=True, max_length=32)
+    run_date: date = Field(primary_key=True)
+    status: str = Field(default="running", max_length=16)  # running | done | failed | skipped
+    attempts: int = 0
+    holder: str = Field(default="", max_length=128)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
+    finished_at: datetime | None = Field(default=None, sa_type=sa.DateTime())
+    seconds: float = 0.0
+    detail: str | None = Field(default=None, sa_type=sa.Text)  # what it did, one line
+    error: str | None = Field(default=None, sa_type=sa.Text)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
@@ -35,6 +36,7 @@ from orchestrator.storage.models import (
 
 SETTING_KEYS = (
     "timezone",
+    "run_at",
     "global_control_fraction",
     "allow_no_send",
     "no_send_measurement_days",
@@ -44,6 +46,17 @@ SETTING_KEYS = (
 
 
 JOURNEYS_KEY = "journeys"
+
+
+def plan_today(session: Session, now: datetime | None = None) -> date:
+    """Today in the plan's time zone (the date the daemon runs), from ``now`` (UTC, naive or
+    aware; default the clock)."""
+    row = session.get(PlanSetting, "timezone")
+    tz = ZoneInfo(str(row.value)) if row is not None and row.value else ZoneInfo("UTC")
+    moment = now or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz).date()
 
 
 def read_plan(session: Session, *, include_archived: bool = True) -> Plan:
