@@ -236,15 +236,10 @@ def _step_export(d: Day) -> StepResult:
         return StepResult("export", d.day, "skipped", detail="no export folder")
     from orchestrator.export import export_send_list
 
-    with d.engine.connect() as conn:
-        found = conn.execute(
-            sa.text(
-                'SELECT DISTINCT channel FROM decision WHERE run_date = :d AND "group" = '
-                "'test' AND channel IS NOT NULL AND channel <> ''"
-            ),
-            {"d": d.day.isoformat()},
-        ).scalars()
-        channels = sorted(str(c) for c in found)
+    # One file per channel of the plan every day, empty or not: a sender that finds the
+    # day's file knows the day is decided.
+    with session_scope(d.engine) as session:
+        channels = sorted({c.channel for c in read_plan(session, include_archived=False).campaigns})
     rows = 0
     for channel in channels:
         target = folder / channel / f"{d.day.isoformat()}.csv"

@@ -14,7 +14,6 @@ from prometheus_client import (
 
 from orchestrator.daemon.jobs import StepResult
 
-
 disable_created_metrics()  # no `_created` twin for every series: Prometheus does not need it
 
 

@@ -44,7 +44,7 @@ from orchestrator.daemon.jobs import (
 from orchestrator.daemon.lease import LeaderLease
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.errors import SchemaNotInitialized
-from orchestrator.storage.db import require_schema, session_scope
+from orchestrator.storage.db import current_revision, require_schema, session_scope
 from orchestrator.storage.plan_repo import plan_today
 
 log = logging.getLogger("orch.daemon")
@@ -150,12 +150,12 @@ class Daemon:
 
     def serve(self) -> int:
         """Run until stopped; the exit code (0 on a clean stop, 2 when the schema is wrong)."""
-        if not wait_for_database(self.engine, self.stop):
+        if not wait_for_database(self.engine, self.stop) or not self._wait_for_schema():
             return 0
         self._database_up = True
         try:
             require_schema(self.engine)
-        except SchemaNotInitialized as exc:
+        except SchemaNotInitialized as exc:  # older or newer than this orch: a person decides
             log.error("%s", exc)
             return 2
         self.tz = plan_timezone(self.engine)
@@ -213,6 +213,20 @@ class Daemon:
             server.shutdown()
         log.info("stopped")
         return 0
+
+    def _wait_for_schema(self) -> bool:
+        """Wait while the database has no schema at all (`orch init` may be on its way, as in
+        docker-compose); True once it has one, False if stopped first."""
+        delay = 1.0
+        while not self.stop.is_set():
+            if current_revision(self.engine) is not None:
+                return True
+            log.warning(
+                "the database has no schema yet (run `orch init`): retrying in %.0f s", delay
+            )
+            self.stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+        return False
 
     # --- jobs ---------------------------------------------------------------------------------
 
