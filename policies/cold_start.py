@@ -7,6 +7,12 @@ until the first promotion the engine explores on a share of the customers (unifo
 their eligible actions: the data the first model learns from) and sends nothing to the others.
 Where "send nothing" is not an option (a manual priority's treatments), the choice is uniform.
 
+The share is of *customers*, the same ones every day (a draw keyed on the customer alone): a
+customer spared today is spared tomorrow. Drawn afresh each day, a quarter of the customers
+"sent nothing" yesterday (which uses no frequency cap) would be explored today, another quarter
+of the rest tomorrow, and within a week the share explored on would be most of the base: as
+costly as sending at random to everyone, which is what a cold start is there to avoid.
+
 >>> no_send = np.array([0.0, 1.0])
 >>> p = ColdStart(explore=0.2, no_send=no_send)
 >>> p.action_dist(np.zeros((1, 1)), np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]),
@@ -20,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import Policy
+from orchestrator.engine.hashing import Draws
+from policies.base import Choice, Policy, sample_rows
 
 
 class ColdStart(Policy):
@@ -57,3 +64,38 @@ class ColdStart(Policy):
         dist[spare] *= self.explore
         dist[spare, col] += 1.0 - self.explore
         return dist
+
+    def choose(
+        self,
+        contexts: np.ndarray,
+        action_features: np.ndarray,
+        eligible: np.ndarray,
+        draws: Draws,
+    ) -> Choice:
+        """Explorers (a stable ``explore`` share of the customers) get a uniform choice among
+        their eligible actions, the others "send nothing"; each propensity is that of the
+        customer's own distribution."""
+        eligible = np.asarray(eligible, dtype=bool)
+        uniform = np.divide(
+            eligible,
+            eligible.sum(axis=1, keepdims=True),
+            out=np.zeros(eligible.shape),
+            where=eligible.any(axis=1, keepdims=True),
+        )
+        col = self._no_send_column(action_features)
+        dist = uniform
+        if col is not None:
+            spared = (draws.per_customer("cold_start") >= self.explore) & eligible[:, col]
+            dist = uniform.copy()
+            dist[spared] = 0.0
+            dist[spared, col] = 1.0
+        action, propensity = sample_rows(dist, eligible, draws)
+        scores = np.where(eligible, 0.0, np.nan)
+        return Choice(action, propensity, scores, dist)
+
+    def _no_send_column(self, action_features: np.ndarray) -> int | None:
+        if self.no_send is None:
+            return None
+        feats = np.asarray(action_features, dtype=np.float64)
+        is_no_send = (feats == self.no_send[None, :]).all(axis=1)
+        return int(np.flatnonzero(is_no_send)[0]) if is_no_send.any() else None

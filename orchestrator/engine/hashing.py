@@ -98,14 +98,16 @@ class Draws:
 
     keys: np.ndarray  # (n,) uint64: customer key mixed with the run key
     run: np.uint64 = np.uint64(0)
+    customers: np.ndarray | None = None  # (n,) uint64: the customer keys alone (every day alike)
 
     @classmethod
     def for_run(cls, customer_keys: np.ndarray, *, seed: int, day: date) -> Draws:
         seed_key = np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
         day_key = np.asarray([day.toordinal()], dtype=np.uint64)
         run = _splitmix64(seed_key ^ _splitmix64(day_key))
-        keys = _splitmix64(np.asarray(customer_keys, dtype=np.uint64) ^ run[0])
-        return cls(keys, np.uint64(run[0]))
+        customers = np.asarray(customer_keys, dtype=np.uint64)
+        keys = _splitmix64(customers ^ run[0])
+        return cls(keys, np.uint64(run[0]), _splitmix64(customers))
 
     @classmethod
     def seeded(cls, n: int, seed: int = 0) -> Draws:
@@ -117,7 +119,14 @@ class Draws:
 
     def take(self, rows: np.ndarray) -> Draws:
         """The draws of a subset of the rows (a mask or indices)."""
-        return Draws(self.keys[rows], self.run)
+        customers = None if self.customers is None else self.customers[rows]
+        return Draws(self.keys[rows], self.run, customers)
+
+    def per_customer(self, stream: str) -> np.ndarray:
+        """``(n,)`` uniform [0, 1) draws of ``stream`` that depend on the customer only: the
+        same every day and for every seed (a customer stays in or out of a share)."""
+        keys = self.keys if self.customers is None else self.customers
+        return uniform_draw(keys, _stream_key(stream))
 
     def uniform(self, stream: str) -> np.ndarray:
         """``(n,)`` uniform [0, 1) draws of ``stream``."""
