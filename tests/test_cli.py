@@ -130,3 +130,34 @@ def test_uninitialized_database_says_what_to_do(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     result = subprocess.run([ORCH, "plan", "apply"], capture_output=True, text=True)
     assert result.returncode == 2 and "Missing argument" in result.stderr
+
+
+def test_dates_default_to_today_in_the_plans_time_zone(cli_db: str, tmp_path: Path) -> None:
+    """After a daemon run in the plan's time zone, a plain `orch run` is the same date."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    import sqlalchemy as sa
+    import yaml
+
+    from tests.helpers import seed_customers
+
+    utc_today = datetime.now(UTC).date()
+    zone = next(
+        z
+        for z in ("Pacific/Kiritimati", "Etc/GMT+12")
+        if datetime.now(ZoneInfo(z)).date() != utc_today
+    )
+    plan = tmp_path / "plan.yaml"
+    data = yaml.safe_load(SMALL.read_text())
+    data["settings"]["timezone"] = zone
+    plan.write_text(yaml.safe_dump(data))
+    assert orch(cli_db, "plan", "apply", str(plan)).returncode == 0
+    engine = make_engine(cli_db)
+    seed_customers(engine, 20)
+    done = orch(cli_db, "run")
+    assert done.returncode == 0, done.stderr
+    local = datetime.now(ZoneInfo(zone)).date()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_date FROM run")).scalar_one() in (local, str(local))
+    engine.dispose()

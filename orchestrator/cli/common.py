@@ -142,3 +142,15 @@ def parse_day(value: str | None, *, option: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise InputError(f"{option}: {value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def day_or_today(value: str | None, *, option: str, engine: sa.Engine | None = None) -> date:
+    """The option's date, or today in the plan's time zone (the date the daemon runs)."""
+    day = parse_day(value, option=option)
+    if day is not None:
+        return day
+    from orchestrator.storage.db import session_scope
+    from orchestrator.storage.plan_repo import plan_today
+
+    with session_scope(engine or get_engine()) as session:
+        return plan_today(session)

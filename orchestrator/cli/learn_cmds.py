@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from orchestrator.cli.common import (
     actor,
     console,
+    day_or_today,
     get_engine,
     new_app,
     parse_day,
@@ -34,7 +34,7 @@ def learn(
     """Mature rewards, train a candidate incrementally, evaluate it, promote it if it wins."""
     from orchestrator.learning.learn import learn as run_learn
 
-    day = parse_day(as_of, option="--as-of") or date.today()
+    day = day_or_today(as_of, option="--as-of")
     report = run_learn(get_engine(), as_of=day, actor=actor(), kind=policy)
     if as_json:
         data = dict(report.__dict__)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from orchestrator.cli.common import console, err_console, get_engine, new_app, parse_day, print_json
+from orchestrator.cli.common import (
+    console,
+    day_or_today,
+    err_console,
+    get_engine,
+    new_app,
+    parse_day,
+    print_json,
+)
 from orchestrator.errors import InputError
 
 if TYPE_CHECKING:
@@ -36,7 +44,8 @@ UNTIL = typer.Option(None, "--until", help="Last decision date YYYY-MM-DD (defau
 AS_OF = typer.Option(
     None,
     "--as-of",
-    help="Measure as of this date: windows ending by then are closed (default: today).",
+    help="Measure as of this date: windows ending by then are closed (default: today in the "
+    "plan's time zone).",
 )
 OUT = typer.Option(
     None, "--out", help="Write to this file (png: files named after it, or into a folder)."
@@ -120,7 +129,7 @@ def uplift(
     from orchestrator.reports.uplift import uplift_report
 
     _choice(fmt, UPLIFT_FORMATS)
-    today = parse_day(as_of, option="--as-of") or date.today()
+    today = day_or_today(as_of, option="--as-of")
     first = parse_day(since, option="--since")
     last = parse_day(until, option="--until")
     _need_out(fmt, out)
@@ -226,7 +235,7 @@ def programme(
     from orchestrator.reports.render import programme_table
 
     _choice(fmt, PROGRAMME_FORMATS)
-    today = parse_day(as_of, option="--as-of") or date.today()
+    today = day_or_today(as_of, option="--as-of")
     report = programme_uplift(
         get_engine(),
         as_of=today,
@@ -272,7 +281,7 @@ def personas(
     from orchestrator.reports.personas import persona_report
 
     _choice(fmt, PERSONA_FORMATS)
-    today = parse_day(as_of, option="--as-of") or date.today()
+    today = day_or_today(as_of, option="--as-of")
     first = parse_day(since, option="--since")
     last = parse_day(until, option="--until")
     _need_out(fmt, out)

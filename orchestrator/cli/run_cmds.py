@@ -10,6 +10,7 @@ import typer
 
 from orchestrator.cli.common import (
     console,
+    day_or_today,
     get_engine,
     parse_day,
     print_json,
@@ -18,11 +19,13 @@ from orchestrator.cli.common import (
     settings,
 )
 
-DATE_OPT = typer.Option(None, "--date", help="Run date YYYY-MM-DD (default: today, UTC).")
+DATE_OPT = typer.Option(
+    None, "--date", help="Run date YYYY-MM-DD (default: today in the plan's time zone)."
+)
 
 
 def _day(value: str | None) -> date:
-    return parse_day(value, option="--date") or date.today()
+    return day_or_today(value, option="--date")
 
 
 def run(
