@@ -125,9 +125,7 @@ def test_two_daemons_one_leader_and_failover_after_sigkill(
         wait_for(lambda: _day_done(ready), 120, "b to finish the day")
         _check_decisions(ready)
         with ready.connect() as conn:
-            steps = dict(
-                conn.execute(sa.text("SELECT job_id, attempts FROM job_run")).all()
-            )
+            steps = dict(conn.execute(sa.text("SELECT job_id, attempts FROM job_run")).all())
         assert steps["run"] == 2  # a's, cut short, and b's, which resumed it
         assert {k: v for k, v in steps.items() if k != "run"} == {
             "import": 1, "segments": 1, "export": 1, "learn": 1, "report": 1
@@ -214,3 +212,26 @@ def test_a_database_down_at_start_is_retried_then_the_day_runs(
         engine.dispose()
     finally:
         a.stop(signal.SIGKILL)
+
+
+def test_concurrent_resumes_of_a_crashed_run_claim_it_once(ready: sa.Engine, db_url: str) -> None:
+    """A run killed mid-way, then three `orch run` at once: one resumes it, the others are told
+    it is in progress (or, arriving after, that it is done); nobody's error lands in the run."""
+    env = {**os.environ, "ORCH_DATABASE_URL": db_url}
+    cmd = [ORCH, "run", "--date", "2026-11-23", "--batch-size", "10"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _batches(ready) >= 3, 60, "the run to be under way")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    racers = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in racers]
+    assert sorted(code for code, _ in outcomes)[0] == 0
+    for code, err in outcomes:
+        assert code == 0 or (code == 2 and "in progress" in err), err
+    assert one(ready, "SELECT error FROM run")[0] is None
+    _check_decisions(ready)
