@@ -93,6 +93,7 @@ class LinearTS(Policy):
         exploration: float = 0.5,
         n_draws: int = 16,
         epsilon: float = 0.05,
+        explore_share: float = 0.25,
         draw_per: str = "customer",
         half_life: float | None = 14.0,
         dtype: str = "float32",
@@ -109,6 +110,8 @@ class LinearTS(Policy):
             raise ValueError(f"lints: n_draws must be >= 1, got {n_draws}")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"lints: epsilon must be in [0, 1], got {epsilon}")
+        if not 0.0 < explore_share <= 1.0:
+            raise ValueError(f"lints: explore_share must be in (0, 1], got {explore_share}")
         if draw_per not in _DRAW_PER:
             raise ValueError(f"lints: draw_per must be one of {_DRAW_PER}, got {draw_per!r}")
         if half_life is not None and half_life <= 0:
@@ -121,6 +124,7 @@ class LinearTS(Policy):
         self.exploration = float(exploration)
         self.n_draws = int(n_draws)
         self.epsilon = float(epsilon)
+        self.explore_share = float(explore_share)
         self.draw_per = draw_per
         self.half_life = None if half_life is None else float(half_life)
         self.dtype = dtype
@@ -143,6 +147,7 @@ class LinearTS(Policy):
             "exploration": self.exploration,
             "n_draws": self.n_draws,
             "epsilon": self.epsilon,
+            "explore_share": self.explore_share,
             "draw_per": self.draw_per,
             "half_life": self.half_life,
             "dtype": self.dtype,
@@ -185,7 +190,24 @@ class LinearTS(Policy):
     def action_dist(
         self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
     ) -> np.ndarray:
-        return self._dist(contexts, action_features, eligible)[0]
+        """Over the customers: ``explore_share`` Thompson sampling, the rest the posterior
+        mean's best action (each with the ``epsilon`` mix)."""
+        if self.explore_share >= 1.0 or self._posterior() is None:
+            return self._dist(contexts, action_features, eligible)[0]
+        sampled, _, scores = self._dist(contexts, action_features, eligible, None, True)
+        assert scores is not None
+        greedy = self._greedy_dist(scores, np.asarray(eligible, dtype=bool))
+        return self.explore_share * sampled + (1.0 - self.explore_share) * greedy
+
+    def _greedy_dist(self, scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """``(n, A)``: the best posterior mean with ``1 - epsilon``, ``epsilon`` uniform."""
+        best = np.where(eligible, scores, -np.inf).argmax(axis=1)
+        dist = np.zeros(eligible.shape)
+        has_any = eligible.any(axis=1)
+        dist[np.flatnonzero(has_any), best[has_any]] = 1.0 - self.epsilon
+        share = self.epsilon / np.maximum(np.count_nonzero(eligible, axis=1), 1)
+        np.add(dist, share[:, None], out=dist, where=eligible)
+        return dist
 
     def choose(
         self,
@@ -208,6 +230,15 @@ class LinearTS(Policy):
         dist, greedy, scores = self._dist(contexts, action_features, eligible, which, True)
         assert greedy is not None and scores is not None
         action = greedy
+        if self.explore_share < 1.0:
+            # Thompson sampling on a stable share of the customers; the others get the best
+            # action under the posterior mean. A day's decisions are one batch whose outcomes
+            # arrive together, days later: sampling on every customer of the batch buys
+            # little more information than on a share, at the full cost of every bad draw.
+            sampler = draws.per_customer("lints.explore_share") < self.explore_share
+            mean_best = np.where(eligible, scores, -np.inf).argmax(axis=1)
+            action = np.where(sampler, greedy, mean_best)
+            dist = np.where(sampler[:, None], dist, self._greedy_dist(scores, eligible))
         explore = np.flatnonzero(draws.uniform("explore") < self.epsilon)
         if len(explore):
             action[explore] = sample_rows(

@@ -269,3 +269,35 @@ def test_action_levels_are_not_shrunk_toward_sending_nothing() -> None:
         got = policy.scores(average, FEATURES, np.ones((1, N_ACTIONS), bool))[0]
         means = np.array([r[a == j].mean() for j in range(N_ACTIONS)])
         assert np.abs(got - means).max() < 0.1, (seed, got, means)
+
+
+def test_thompson_sampling_on_a_stable_share_the_posterior_mean_on_the_rest() -> None:
+    """``explore_share`` of the customers (the same ones every day) sample a posterior draw;
+    the others get the best action under the posterior mean. Propensities are those of each
+    customer's own distribution, and ``action_dist`` is their mixture."""
+    from orchestrator.engine.hashing import customer_keys
+
+    policy = _trained(explore_share=0.3, epsilon=0.0, exploration=3.0)
+    n = 3000
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.normal(size=n), rng.lognormal(6, 1, n), rng.integers(0, 2, n)])
+    x = x.astype(np.float32)
+    eligible = np.ones((n, N_ACTIONS), dtype=bool)
+    keys = customer_keys([f"C{i}" for i in range(n)], "s")
+    from datetime import date
+
+    days = [Draws.for_run(keys, seed=1, day=date(2026, 11, d)) for d in (1, 2)]
+    sampler = days[0].per_customer("lints.explore_share") < 0.3
+    assert (sampler == (days[1].per_customer("lints.explore_share") < 0.3)).all()
+    assert abs(sampler.mean() - 0.3) < 0.03
+    best = policy.scores(x, FEATURES, eligible).argmax(axis=1)
+    thompson = policy._dist(x, FEATURES, eligible)[0]
+    for draws in days:
+        pick = policy.choose(x, FEATURES, eligible, draws)
+        assert (pick.action[~sampler] == best[~sampler]).all()
+        assert (pick.propensity[~sampler] == 1.0).all()
+        rows = np.flatnonzero(sampler)
+        assert np.allclose(pick.propensity[rows], thompson[rows, pick.action[rows]])
+        assert (pick.action[sampler] != best[sampler]).any()  # draws disagree with the mean
+    mix = policy.action_dist(x, FEATURES, eligible)
+    assert np.allclose(mix, 0.3 * thompson + 0.7 * np.eye(N_ACTIONS)[best])
