@@ -219,3 +219,23 @@ def test_runs_record_the_plan_revision_they_started_under(ready: sa.Engine) -> N
     with ready.connect() as conn:
         rev = conn.execute(sa.text("SELECT MAX(id) FROM plan_revision")).scalar_one()
         assert conn.execute(sa.text("SELECT plan_revision_id FROM run")).scalar_one() == rev
+
+
+def test_status_tells_the_leader_the_day_and_what_waits(ready: sa.Engine) -> None:
+    from orchestrator.daemon.lease import LeaderLease
+    from orchestrator.daemon.status import daemon_status
+
+    moment = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+    daily_job(ready, now=lambda: moment, batch_size=40)
+    lease = LeaderLease(ready, ttl=30, holder="box:4242:ab", info={"at": "07:30"})
+    with time_machine.travel(moment, tick=False):
+        assert lease.try_acquire()
+        status = daemon_status(ready)
+    assert status["leader"]["host"] == "box" and status["leader"]["pid"] == 4242
+    assert status["schedule"]["at"] == "07:30"
+    assert status["schedule"]["next"].startswith("2026-11-23T07:30")
+    assert status["today"] == "2026-11-23" and status["lag_days"] == 0
+    assert [s["job"] for s in status["steps"]] == list(STEPS)
+    assert status["runs"][0]["status"] == "done" and status["runs"][0]["decided"] > 0
+    waiting = status["awaiting_rewards"]
+    assert waiting["decisions"] == status["runs"][0]["decided"] and waiting["window_closed"] == 0
