@@ -748,31 +748,32 @@ def run_partition(
             progress(counts.customers, None)
         if stop is not None and stop.is_set():
             with engine.begin() as conn:
-                conn.execute(
-                    sa.update(RunPartition)
-                    .where(
-                        col(RunPartition.run_date) == day,
-                        col(RunPartition.part) == part,
-                        col(RunPartition.run_token) == token,
-                    )
-                    .values(status="pending", owner="")
-                )
+                _set_partition(conn, day, part, token, status="pending", owner="")
             raise RunStopped(
                 f"the run for {day} stopped after {batch_no} batches of partition {part}"
             )
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(RunPartition)
-            .where(
-                col(RunPartition.run_date) == day,
-                col(RunPartition.part) == part,
-                col(RunPartition.run_token) == token,
-            )
-            .values(status="done", heartbeat_at=utcnow(), counts=counts.to_json())
+        _set_partition(
+            conn, day, part, token, status="done", heartbeat_at=utcnow(), counts=counts.to_json()
         )
         if rebuild and run.contacts == "state":  # the states of earlier batches may miss some
             conn.execute(sa.update(Run).where(col(Run.token) == token).values(contacts="rebuild"))
     return counts.to_json()
+
+
+def _set_partition(
+    conn: sa.Connection, day: date, part: int, token: str | None, **values: Any
+) -> None:
+    """Update this run's row of partition ``part`` (a replaced run's token matches nothing)."""
+    conn.execute(
+        sa.update(RunPartition)
+        .where(
+            col(RunPartition.run_date) == day,
+            col(RunPartition.part) == part,
+            col(RunPartition.run_token) == token,
+        )
+        .values(**values)
+    )
 
 
 CLAIM_POLL = 2.0  # seconds between looks at a partition another live process is deciding

@@ -244,3 +244,10 @@ def check_log(
     if n and not ((propensities > 0) & (propensities <= 1)).all():
         raise ValueError(f"{who}: propensities must be in (0, 1]")
     return x, feats, actions.astype(np.int64), rewards
+
+
+def uniform_over(eligible: np.ndarray) -> np.ndarray:
+    """``(n, A)``: each row uniform over its eligible actions (zeros where none is)."""
+    eligible = np.asarray(eligible, dtype=bool)
+    counts = eligible.sum(axis=1, keepdims=True)
+    return np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)

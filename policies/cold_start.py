@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.engine.hashing import Draws
-from policies.base import Choice, Policy, sample_rows
+from policies.base import Choice, Policy, sample_rows, uniform_over
 
 
 class ColdStart(Policy):
@@ -51,15 +51,10 @@ class ColdStart(Policy):
         self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
     ) -> np.ndarray:
         eligible = np.asarray(eligible, dtype=bool)
-        counts = eligible.sum(axis=1, keepdims=True)
-        dist = np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)
-        if self.no_send is None:
+        dist = uniform_over(eligible)
+        col = self._no_send_column(action_features)
+        if col is None:
             return dist
-        feats = np.asarray(action_features, dtype=np.float64)
-        is_no_send = (feats == self.no_send[None, :]).all(axis=1)
-        if not is_no_send.any():
-            return dist
-        col = int(np.flatnonzero(is_no_send)[0])
         spare = eligible[:, col]
         dist[spare] *= self.explore
         dist[spare, col] += 1.0 - self.explore
@@ -76,17 +71,10 @@ class ColdStart(Policy):
         their eligible actions, the others "send nothing"; each propensity is that of the
         customer's own distribution."""
         eligible = np.asarray(eligible, dtype=bool)
-        uniform = np.divide(
-            eligible,
-            eligible.sum(axis=1, keepdims=True),
-            out=np.zeros(eligible.shape),
-            where=eligible.any(axis=1, keepdims=True),
-        )
+        dist = uniform_over(eligible)
         col = self._no_send_column(action_features)
-        dist = uniform
         if col is not None:
             spared = (draws.per_customer("cold_start") >= self.explore) & eligible[:, col]
-            dist = uniform.copy()
             dist[spared] = 0.0
             dist[spared, col] = 1.0
         action, propensity = sample_rows(dist, eligible, draws)

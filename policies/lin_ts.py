@@ -59,6 +59,7 @@ from policies.base import (
     check_log,
     pack_arrays,
     sample_rows,
+    uniform_over,
     unpack_arrays,
 )
 
@@ -242,7 +243,7 @@ class LinearTS(Policy):
         explore = np.flatnonzero(draws.uniform("explore") < self.epsilon)
         if len(explore):
             action[explore] = sample_rows(
-                _uniform(eligible[explore]), eligible[explore], draws.take(explore)
+                uniform_over(eligible[explore]), eligible[explore], draws.take(explore)
             )[0]
         has_any = np.asarray(eligible.any(axis=1))
         action[~has_any] = -1
@@ -262,7 +263,7 @@ class LinearTS(Policy):
         contexts, action_features, eligible = self._check(contexts, action_features, eligible)
         fit = self._posterior()
         if fit is None:
-            return _uniform(eligible), None, None
+            return uniform_over(eligible), None, None
         # Actions with identical features score alike under every draw: score each distinct
         # row once and give its draws to the group's first eligible member (argmax's rule).
         groups = _Groups(action_features)
@@ -706,8 +707,3 @@ def _standardizer(mean: np.ndarray, second_moment: np.ndarray) -> np.ndarray:
     t[1:, 0] = -mean / sd
     t[1:, 1:] = np.diag(1.0 / sd)
     return t
-
-
-def _uniform(eligible: np.ndarray) -> np.ndarray:
-    counts = eligible.sum(axis=1, keepdims=True)
-    return np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)

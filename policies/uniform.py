@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.base import Policy
+from policies.base import Policy, uniform_over
 
 
 class UniformPolicy(Policy):
@@ -23,6 +23,4 @@ class UniformPolicy(Policy):
     def action_dist(
         self, contexts: np.ndarray, action_features: np.ndarray, eligible: np.ndarray
     ) -> np.ndarray:
-        eligible = np.asarray(eligible, dtype=bool)
-        counts = eligible.sum(axis=1, keepdims=True)
-        return np.divide(eligible, counts, out=np.zeros(eligible.shape), where=counts > 0)
+        return uniform_over(eligible)
