@@ -438,6 +438,8 @@ def run_daily(
         )
     run = claimed
     spec = RunSpec.from_json(run.spec) if run.spec else spec
+    if resumed:
+        _say_pinned(engine, run)
     try:
         parts = _partitions(engine, day, resumed, workers or 0, scheduler, partition_size)
         report = RunReport(
@@ -906,6 +908,21 @@ def _finish(engine: sa.Engine, day: date, policy_name: str, spec: RunSpec) -> Ru
                 run.contacts_generation,
             )
     return counts
+
+
+def _say_pinned(engine: sa.Engine, run: Run) -> None:
+    """A resumed run decides with the plan and policy it started with: say so when the plan
+    has changed since."""
+    with engine.connect() as conn:
+        now = conn.execute(sa.select(sa.func.max(PlanRevision.id))).scalar()
+    if run.plan_revision_id is not None and now is not None and now != run.plan_revision_id:
+        log.warning(
+            "resuming the run for %s with plan revision %s, which it started with (the plan is "
+            "now at revision %s; the change applies from the next run)",
+            run.run_date,
+            run.plan_revision_id,
+            now,
+        )
 
 
 def _mark_stopped(engine: sa.Engine, day: date) -> None:

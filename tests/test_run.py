@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -314,7 +315,7 @@ class _Stop(Exception):
 
 
 def test_a_resumed_run_decides_with_the_spec_it_started_with(
-    ready: sa.Engine, tmp_path: Path
+    ready: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A plan changed between a crash and the resume does not leak into the resumed batches."""
     run_daily(ready, day=DAY, batch_size=100)
@@ -330,9 +331,11 @@ def test_a_resumed_run_decides_with_the_spec_it_started_with(
     changed.write_text(PLAN.read_text().replace("control_fraction: 0.1", "control_fraction: 0.5"))
     assert changed.read_text() != PLAN.read_text()
     admin.apply_plan_file(ready, changed, actor="test")
-    resumed = run_daily(ready, day=DAY, batch_size=100)
+    with caplog.at_level(logging.WARNING, logger="orch.run"):
+        resumed = run_daily(ready, day=DAY, batch_size=100)
     assert resumed.resumed_after_batches == 2
     assert decisions(ready) == clean
+    assert any("with plan revision 1, which it started with" in m for m in caplog.messages)
 
 
 def test_explain_shows_the_choice_the_run_made(ready: sa.Engine) -> None:
