@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +315,8 @@ def load_world(
     if row_attribute:
         rows = [{**r, ROW_ATTRIBUTE: i} for i, r in enumerate(rows)]
     import_customers(engine, write_csv(folder / "customers.csv", rows))
-    import_events(engine, write_csv(folder / "history.csv", world.history_events()))
+    history = write_csv(folder / "history.csv", world.history_events())
+    import_events(engine, history, now=simulated_now(world.today))
 
 
 def _one_day(
@@ -345,11 +346,16 @@ def _one_day(
     run.decisions.append(report.decided)
     events = world.step(day, ids, labels)
     if events:
-        import_events(engine, write_csv(folder / "events.csv", events))
+        import_events(engine, write_csv(folder / "events.csv", events), now=simulated_now(day))
     if learning:
         learned = learn(engine, as_of=day + timedelta(days=1), actor="simulation")
         if learned.promoted:
             run.promotions.append(len(run.value) - 1)
+
+
+def simulated_now(day: date) -> datetime:
+    """The end of a simulated day: what "now" is for the imports of that day's events."""
+    return datetime.combine(day + timedelta(days=1), datetime.min.time())
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -66,6 +66,7 @@ from simulations.loop import (
     best_single,
     contender_plan,
     run_contender,
+    simulated_now,
     write_csv,
 )
 from simulations.scenario import Scenario
@@ -311,7 +312,10 @@ def _log_with_truth(
     try:
         if tail:
             with tempfile.TemporaryDirectory() as tmp:
-                import_events(engine, write_csv(Path(tmp) / "tail.csv", tail))
+                end = spec.start + timedelta(days=days + longest)
+                import_events(
+                    engine, write_csv(Path(tmp) / "tail.csv", tail), now=simulated_now(end)
+                )
         mature_rewards(engine, as_of=spec.start + timedelta(days=days + longest))
     finally:
         engine.dispose()

@@ -8,6 +8,7 @@ import typer
 
 from orchestrator.cli.common import (
     console,
+    day_or_today,
     err_console,
     get_engine,
     new_app,
@@ -27,7 +28,9 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of tables.")
 @segments_app.command("refresh")
 def refresh(
     as_of: str | None = typer.Option(
-        None, "--as-of", help="Use events up to the end of this day (default: the latest event's)."
+        None,
+        "--as-of",
+        help="Use events up to the end of this day (default: today in the plan's time zone).",
     ),
     horizon_days: int | None = typer.Option(
         None, "--horizon-days", help="Horizon of expected purchases and value (default 90)."
@@ -45,9 +48,9 @@ def refresh(
     from orchestrator.segments.config import load_config
     from orchestrator.segments.refresh import STEPS
 
-    day = parse_day(as_of, option="--as-of")
     config = load_config(config_file, horizon_days=horizon_days, time_unit=time_unit)
     engine = get_engine()
+    day = day_or_today(as_of, option="--as-of", engine=engine)
     with progress_bar("segments", total=len(STEPS)) as update:
         result = refresh_segments(engine, as_of=day, config=config, progress=update)
     if as_json:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ from orchestrator.storage.models import utcnow
 REQUIRED = ("customer_id", "occurred_at", "type", "amount")
 OPTIONAL = ("event_id", "discount", "category", "channel")
 KEY = "source_event_id"
+FUTURE_TOLERANCE = timedelta(days=1)  # an event later than now by more is a mistake (a bad year)
 _SEP = "\x1f"  # ASCII unit separator: cannot be confused with content of the joined fields
 
 
@@ -69,8 +70,13 @@ def import_events(
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
     progress: Progress | None = None,
+    now: datetime | None = None,
 ) -> ImportReport:
     """Insert the new events of a CSV, Parquet or JSON-lines file in one transaction.
+
+    An event later than ``now`` (UTC, default the clock; a simulation passes its own day) by
+    more than ``FUTURE_TOLERANCE`` is refused: a wrong year would otherwise move every
+    customer's recency and every later segment refresh.
 
     Raises :class:`ImportFileError` on the first bad row unless ``skip_invalid``, in which case
     bad rows go to a reject file and the others are written. Events already stored (same key)
@@ -83,12 +89,13 @@ def import_events(
         column(source, name)  # refuse unsupported column types before any work
     n = source.table.num_rows
     problems = Problems(source)
+    latest = (now or utcnow()) + FUTURE_TOLERANCE
     now = utcnow()
     # Chunks are prepared while the previous one is written; errors roll the whole thing back.
     chunk_rows = bulk.chunk_rows_for(n)
     seen = _GivenIds()
     chunks = _prepared_chunks(
-        source, problems, now, chunk_rows, skip_invalid=skip_invalid, seen=seen
+        source, problems, now, chunk_rows, skip_invalid=skip_invalid, seen=seen, latest=latest
     )
     report = progress_of(progress, n)
     with engine.begin() as conn:
@@ -169,6 +176,7 @@ def _prepared_chunks(
     *,
     skip_invalid: bool,
     seen: _GivenIds | None = None,
+    latest: datetime | None = None,
 ) -> Iterator[tuple[pa.Table, int]]:
     """The good rows of each chunk of the file, with the number of file rows it covers."""
     n = source.table.num_rows
@@ -176,7 +184,7 @@ def _prepared_chunks(
         problems.raise_first()
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
-        rows, given, content = _prepare(source, problems, start, stop - start)
+        rows, given, content = _prepare(source, problems, start, stop - start, latest)
         if not skip_invalid:
             problems.raise_first(upto=stop)
         good = ~problems.bad()[start:stop]
@@ -190,7 +198,7 @@ def _prepared_chunks(
 
 
 def _prepare(
-    source: Source, problems: Problems, offset: int, length: int
+    source: Source, problems: Problems, offset: int, length: int, latest: datetime | None = None
 ) -> tuple[pa.Table, pa.Array, pa.Array]:
     """Convert and check ``length`` rows from ``offset``; bad rows are flagged in ``problems``.
     Also the given event ids (null where none) and each row's content."""
@@ -206,6 +214,17 @@ def _prepare(
     occurred = to_timestamp(part.table.column("occurred_at"))
     local.add("occurred_at", occurred.empty, lambda row: "is empty")
     local.add_converted("occurred_at", occurred)
+    if latest is not None:
+        limit, times = latest, occurred.values
+        ahead = mask(pc.greater(times, pa.scalar(limit, type=times.type)))
+        local.add(
+            "occurred_at",
+            ahead,
+            lambda row: (
+                f"{times[row].as_py():%Y-%m-%d %H:%M} is in the future (events up to "
+                f"{limit:%Y-%m-%d %H:%M} UTC are accepted: a day of tolerance for time zones)"
+            ),
+        )
     kind = text_field(part, local, "type", max_length=32, required=True)
     amount = to_number(part.table.column("amount"))
     local.add_converted("amount", amount)

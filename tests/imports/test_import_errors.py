@@ -103,6 +103,12 @@ CASES: dict[str, tuple[str, Callable[[Path], object], str, str]] = {
         "customers.jsonl",
         "customers.jsonl line 1: expected a JSON object",
     ),
+    "event in a wrong year": (
+        "events",
+        _events(EVENTS_HEADER + GOOD_EVENT + "c1,2099-01-01,purchase,5\n"),
+        "events.csv",
+        "events.csv line 3, field 'occurred_at': 2099-01-01 00:00 is in the future (events up to ",
+    ),
     "missing columns": (
         "events",
         _events("customer_id,occurred_at\nc1,2024-01-01\n"),
@@ -310,3 +316,13 @@ def test_blank_lines_and_multiline_cells_keep_line_numbers_right(seeded) -> None
     Path("events.csv").write_text(text, encoding="utf-8")
     with pytest.raises(ImportFileError, match=r"^events.csv line 6, field 'amount': 'x'"):
         import_events(seeded, "events.csv")
+
+
+def test_a_simulated_clock_moves_the_future_along(seeded) -> None:
+    """The tolerance is a day after ``now``: a simulation imports its own days' events."""
+    from datetime import datetime
+
+    Path("e.csv").write_text(EVENTS_HEADER + "c1,2030-05-01T12:00,purchase,5\n", encoding="utf-8")
+    with pytest.raises(ImportFileError, match="is in the future"):
+        import_events(seeded, "e.csv")
+    assert import_events(seeded, "e.csv", now=datetime(2030, 5, 1)).inserted == 1

@@ -150,3 +150,16 @@ def test_the_command_line_end_to_end(shop: sa.Engine, db_url: str) -> None:
     assert matrix.returncode == 0 and "prospect" in matrix.stdout
     empty = orch(db_url, "transitions", "--from", "2020-01-01", "--to", "2020-02-01", "--json")
     assert json.loads(empty.stdout)["total"] == 0
+
+
+def test_refresh_defaults_to_today_not_to_the_latest_event(shop: sa.Engine, db_url: str) -> None:
+    """A plain refresh is as of today in the plan's time zone: an event dated by mistake far
+    ahead cannot move "now" for every customer (imports refuse such events anyway)."""
+    from sqlmodel import Session
+
+    from orchestrator.storage.plan_repo import plan_today
+
+    result = invoke(db_url, "refresh", "--json")
+    assert result.exit_code == 0, result.output
+    with Session(shop) as session:
+        assert json.loads(result.stdout)["as_of"] == plan_today(session).isoformat()
