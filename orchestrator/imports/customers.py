@@ -92,6 +92,7 @@ def import_customers(
             raise ImportFileError(
                 f"{source.label}: column name {name!r} is longer than {MAX_NAME} characters"
             )
+        _check_attribute_name(source.label, name)
     now = utcnow()
     with engine.begin() as conn:
         bulk.begin_write(conn)
@@ -121,6 +122,24 @@ def import_customers(
         seconds=time.perf_counter() - started,
         new_attributes=prepared.new_attributes,
     )
+
+
+def _check_attribute_name(label: str, name: str) -> None:
+    """A customer column becomes a rule field: it must be one a rule can name, and not the name
+    of a computed feature (rules would read the computed one, never the column)."""
+    from orchestrator.features import builtin_schema
+    from orchestrator.rules.parser import KEYWORDS, NAME_PATTERN
+
+    if name in builtin_schema():
+        raise ImportFileError(
+            f"{label}: column {name!r} has the name of a computed feature (rules would read the "
+            "computed one, never this column): rename the column"
+        )
+    if not NAME_PATTERN.fullmatch(name) or name in KEYWORDS:
+        raise ImportFileError(
+            f"{label}: column name {name!r} cannot be used in rules: use letters, digits and _ "
+            "(not first), and not a keyword of the rule language"
+        )
 
 
 def _prepare(source: Source, attributes: list[str], registry: dict[str, str]) -> _Prepared:

@@ -255,12 +255,27 @@ def test_many_chunks_mixing_new_and_existing(engine, files, stored, monkeypatch)
     assert count == 10
 
 
-def test_awkward_attribute_names_merge_and_clear(engine, files, stored) -> None:
-    header = 'customer_id,"we""ird \\ name",{x}\n'
-    import_customers(engine, files.text("a.csv", header + "c1,1,2\n"))
-    report = import_customers(engine, files.text("b.csv", header + "c1,,3\n"))
-    assert report.updated == 1
-    assert stored.customers() == {"c1": {"{x}": 3}}
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        ('"we""ird \\ name"', "column name 'we\"ird \\\\ name' cannot be used in rules"),
+        ("first name", "column name 'first name' cannot be used in rules"),
+        ("2fa", "column name '2fa' cannot be used in rules"),
+        ("null", "column name 'null' cannot be used in rules"),
+        ("monetary", "column 'monetary' has the name of a computed feature"),
+    ],
+)
+def test_attribute_names_rules_cannot_use_are_refused(
+    engine, files, stored, snapshot, column: str, message: str
+) -> None:
+    """A customer column becomes a rule field: a name a rule cannot write, or one a computed
+    feature already has (rules would read the feature), is refused before anything is written."""
+    before = snapshot(engine)
+    with pytest.raises(ImportFileError) as exc:
+        import_customers(engine, files.text("a.csv", f"customer_id,{column}\nc1,1\n"))
+    assert message in str(exc.value) and "a.csv: " in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert snapshot(engine) == before
 
 
 def test_gzipped_json_lines(engine, files, stored) -> None:
