@@ -236,6 +236,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a name, not a list or a mapping", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -288,11 +294,18 @@ def _format_path(loc: Iterable[Any], data: Any) -> str:
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
             if isinstance(node, Mapping) and isinstance(node.get("id"), str):
-                out += f" ({node['id']})"
+                out += f" ({_shown(node['id'])})"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _shown(str(part))
             node = node.get(part) if isinstance(node, Mapping) else None
     return out or "(top level)"
+
+
+def _shown(name: str) -> str:
+    """A key or id as written, quoted when it is empty or holds spaces or control characters
+    (an error stays on one line and says what the key really is)."""
+    plain = name and name.isprintable() and not any(c.isspace() for c in name)
+    return name if plain else repr(name)
 
 
 class PlanSource:
