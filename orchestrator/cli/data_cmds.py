@@ -36,6 +36,8 @@ def _show(kind: str, report: Any, as_json: bool) -> None:
         console.print(f"new attributes: {attrs}")
     if report.rejected:
         console.print(f"[yellow]rejected rows with reasons:[/yellow] {report.rejects_path}")
+    for warning in getattr(report, "warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
 
 
 def _import(

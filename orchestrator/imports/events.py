@@ -110,6 +110,7 @@ def import_events(
                 progress=report,
             )
             seen.check(source)  # before the commit: a contradiction rolls everything back
+            warnings = seen.known_without_ids(conn)
     rejected, written = write_rejects(
         source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
     )
@@ -122,6 +123,7 @@ def import_events(
         rejected=rejected,
         rejects_path=written,
         seconds=time.perf_counter() - started,
+        warnings=warnings,
     )
 
 
@@ -141,6 +143,31 @@ class _GivenIds:
             self.ids.append(given.filter(keep))
             self.content.append(content.filter(keep))
             self.rows.append(rows[has])
+
+    SAMPLE = 10_000  # events with ids looked up by their content
+
+    def known_without_ids(self, conn: sa.Connection) -> list[str]:
+        """A warning when events given with ids are already stored without one (under the
+        hash of their content): the same purchases would then count twice."""
+        if not self.ids:
+            return []
+        content = pa.concat_arrays(self.content).slice(0, self.SAMPLE)
+        hashed = _keys(pa.nulls(len(content), pa.string()), content).to_pylist()
+        found = 0
+        table = sa.table("event", sa.column(KEY))
+        for start in range(0, len(hashed), 1000):
+            part = hashed[start : start + 1000]
+            found += conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c[KEY].in_(part))
+            ).scalar_one()
+        if not found:
+            return []
+        of = f"{len(hashed):,}" if len(hashed) < self.SAMPLE else f"the first {len(hashed):,}"
+        return [
+            f"{found:,} of {of} events given with an event_id are already stored without one "
+            "(imported earlier with no event_id column): they now count twice. Import a file "
+            "either always or never with event ids (docs/architecture.md, decisions)"
+        ]
 
     def check(self, source: Source) -> None:
         if not self.ids:

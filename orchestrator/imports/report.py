@@ -25,3 +25,4 @@ class ImportReport:
     rejects_path: str | None
     seconds: float
     new_attributes: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said, not refused: one line each

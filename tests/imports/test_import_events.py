@@ -250,3 +250,26 @@ def test_occurred_at_forms(engine, files, stored, text: str, expected: dt.dateti
     body = f"customer_id,occurred_at,type,amount\nc1,{text},buy,1\n"
     import_events(engine, files.text("e.csv", body))
     assert [row["occurred_at"] for row in stored.events()] == [expected]
+
+
+def test_events_with_ids_already_stored_without_ids_are_warned_about(engine, files) -> None:
+    """The same purchases, first without event ids (keyed by content), then with ids: they are
+    stored twice, and the import says so."""
+    rows = "c1,2026-11-20T10:00:00,purchase,30\nc2,2026-11-21T11:00:00,purchase,12.5\n"
+    first = import_events(
+        engine, files.text("a.csv", "customer_id,occurred_at,type,amount\n" + rows)
+    )
+    assert first.inserted == 2 and first.warnings == []
+    with_ids = "".join(f"e{i}," + line + "\n" for i, line in enumerate(rows.splitlines()))
+    again = import_events(
+        engine, files.text("b.csv", "event_id,customer_id,occurred_at,type,amount\n" + with_ids)
+    )
+    assert again.inserted == 2
+    assert len(again.warnings) == 1 and again.warnings[0].startswith("2 of 2 events given with an")
+    fresh = import_events(
+        engine,
+        files.text(
+            "c.csv", "event_id,customer_id,occurred_at,type,amount\ne9,c3,2026-11-22,purchase,1\n"
+        ),
+    )
+    assert fresh.warnings == []
