@@ -48,6 +48,7 @@ def _import(
     skip_invalid: bool,
     rejects: str | None,
     as_json: bool,
+    **options: Any,
 ) -> None:
     with progress_bar(kind) as update:
         report = use_case(
@@ -57,6 +58,7 @@ def _import(
             skip_invalid=skip_invalid,
             rejects_path=rejects,
             progress=update,
+            **options,
         )
     _show(kind, report, as_json)
 
@@ -83,9 +85,18 @@ def events_import(
     fmt: str | None = FMT,
     skip_invalid: bool = SKIP,
     rejects: str | None = REJECTS,
+    update: bool = typer.Option(
+        False,
+        "--update",
+        help="Correct stored events: an event_id already stored with other content takes the "
+        "file's (without it, such a row is refused).",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Add events; importing the same file again adds nothing (keyed on event_id or content)."""
+    """Add events; importing the same file again adds nothing (keyed on event_id or content).
+
+    An event_id already stored with other content (a corrected amount) is refused, naming its
+    line, unless --update."""
     from orchestrator.imports import import_events
 
-    _import("events", import_events, file, fmt, skip_invalid, rejects, as_json)
+    _import("events", import_events, file, fmt, skip_invalid, rejects, as_json, update=update)

@@ -15,10 +15,12 @@ transaction: the first bad row (unless ``skip_invalid``) rolls everything back.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -71,8 +73,12 @@ def import_events(
     rejects_path: str | Path | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    update: bool = False,
 ) -> ImportReport:
     """Insert the new events of a CSV, Parquet or JSON-lines file in one transaction.
+
+    An event whose ``event_id`` is stored already with other content is refused, naming its
+    line, unless ``update``: then the stored event takes the file's content (``updated``).
 
     An event later than ``now`` (UTC, default the clock; a simulation passes its own day) by
     more than ``FUTURE_TOLERANCE`` is refused: a wrong year would otherwise move every
@@ -110,6 +116,9 @@ def import_events(
                 progress=report,
             )
             seen.check(source)  # before the commit: a contradiction rolls everything back
+            updated = 0
+            if inserted < source.rows_read - problems.count():  # some rows were known already
+                updated = seen.reconcile(conn, source, update=update)
             warnings = seen.known_without_ids(conn)
     rejected, written = write_rejects(
         source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
@@ -118,8 +127,8 @@ def import_events(
         path=str(path),
         rows_read=source.rows_read,
         inserted=inserted,
-        updated=0,
-        unchanged_or_duplicate=source.rows_read - rejected - inserted,
+        updated=updated,
+        unchanged_or_duplicate=source.rows_read - rejected - inserted - updated,
         rejected=rejected,
         rejects_path=written,
         seconds=time.perf_counter() - started,
@@ -135,14 +144,60 @@ class _GivenIds:
         self.ids: list[pa.Array] = []
         self.content: list[pa.Array] = []
         self.rows: list[np.ndarray] = []
+        self.values: list[pa.Table] = []  # the prepared events, for a known id's comparison
 
-    def add(self, given: pa.Array, content: pa.Array, rows: np.ndarray) -> None:
+    def add(self, given: pa.Array, content: pa.Array, rows: np.ndarray, values: pa.Table) -> None:
         has = mask(pc.is_valid(given))
         if has.any():
             keep = pa.array(has)
             self.ids.append(given.filter(keep))
             self.content.append(content.filter(keep))
             self.rows.append(rows[has])
+            self.values.append(values.filter(keep))
+
+    def reconcile(self, conn: sa.Connection, source: Source, *, update: bool) -> int:
+        """Compare the file's events whose id is stored with the stored ones; refuse the first
+        that differs (naming its line) unless ``update``, which writes the file's content over
+        the stored one. Returns how many were updated."""
+        if not self.values:
+            return 0
+        values = pa.concat_tables(self.values)
+        rows = np.concatenate(self.rows)
+        fields = [name for name in values.column_names if name != KEY]
+        mine = {
+            r[KEY]: (i, r) for i, r in enumerate(values.to_pylist())
+        }  # the last of repeated identical rows: they are the same event
+        event = sa.table("event", *(sa.column(c) for c in (KEY, *fields)))
+        changed: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        ids = list(mine)
+        for start in range(0, len(ids), 1000):
+            part = ids[start : start + 1000]
+            stored = conn.execute(sa.select(event).where(event.c[KEY].in_(part))).mappings()
+            for found in stored:
+                i, new = mine[found[KEY]]
+                old = {f: _normal(f, found[f]) for f in fields}
+                if any(old[f] != _normal(f, new[f]) for f in fields):
+                    changed.append((int(rows[i]), found[KEY], old, new))
+        if not changed:
+            return 0
+        if not update:
+            changed.sort()
+            row, key, old, new = changed[0]
+            diff = ", ".join(
+                f"{f} {old[f]!r} -> {_normal(f, new[f])!r}"
+                for f in fields
+                if old[f] != _normal(f, new[f])
+            )
+            more = f" ({len(changed) - 1} more like it)" if len(changed) > 1 else ""
+            raise ImportFileError(
+                f"{source.where(row)}: event_id {key!r} is stored already with other content "
+                f"({diff}){more}; import with --update to correct the stored events"
+            )
+        for _, key, _, new in changed:
+            conn.execute(
+                sa.update(event).where(event.c[KEY] == key).values({f: new[f] for f in fields})
+            )
+        return len(changed)
 
     SAMPLE = 10_000  # events with ids looked up by their content
 
@@ -217,7 +272,12 @@ def _prepared_chunks(
         good = ~problems.bad()[start:stop]
         if seen is not None:
             keep = pa.array(good)
-            seen.add(given.filter(keep), content.filter(keep), np.arange(start, stop)[good])
+            seen.add(
+                given.filter(keep),
+                content.filter(keep),
+                np.arange(start, stop)[good],
+                rows.filter(keep),
+            )
         if not good.all():
             rows = rows.filter(pa.array(good))
         rows = rows.append_column("imported_at", constant_timestamp(now, rows.num_rows))
@@ -328,6 +388,17 @@ def _extra(source: Source, problems: Checks, name: str) -> pa.Array:
     converted: Converted = convert(arr)
     problems.add_converted(name, converted)
     return json_value(converted.values, dtype)
+
+
+def _normal(field: str, value: Any) -> Any:
+    """A stored or prepared event value in one form: JSON text parsed, times without zone."""
+    if field == "extra" and isinstance(value, str):
+        return json.loads(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, str) and field == "occurred_at":
+        return datetime.fromisoformat(value)
+    return value
 
 
 def _keys(given: pa.Array, content: pa.Array) -> pa.Array:

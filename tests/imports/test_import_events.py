@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.errors import ImportFileError
 from orchestrator.imports import import_events
 from orchestrator.storage import bulk
 
@@ -273,3 +274,34 @@ def test_events_with_ids_already_stored_without_ids_are_warned_about(engine, fil
         ),
     )
     assert fresh.warnings == []
+
+
+def test_a_corrected_event_is_refused_unless_update(engine, files, snapshot) -> None:
+    """A known event_id with another amount: refused naming the line and what differs, and
+    nothing written; with ``update`` the stored event takes the file's content."""
+    header = "event_id,customer_id,occurred_at,type,amount,category\n"
+    import_events(
+        engine,
+        files.text(
+            "a.csv",
+            header + "e1,c1,2026-11-20T10:00,purchase,30,shoes\ne2,c1,2026-11-21,purchase,5,\n",
+        ),
+    )
+    corrected = files.text(
+        "b.csv",
+        header + "e1,c1,2026-11-20T10:00,purchase,999,shoes\ne3,c2,2026-11-22,purchase,7,\n",
+    )
+    before = snapshot(engine)
+    with pytest.raises(ImportFileError) as exc:
+        import_events(engine, corrected)
+    message = str(exc.value)
+    assert "b.csv line 2: event_id 'e1' is stored already with other content" in message
+    assert "amount 30.0 -> 999.0" in message and "--update" in message and "\n" not in message
+    assert snapshot(engine) == before
+    report = import_events(engine, corrected, update=True)
+    assert (report.inserted, report.updated, report.unchanged_or_duplicate) == (1, 1, 0)
+    with engine.connect() as conn:
+        amounts = dict(conn.execute(sa.text("SELECT source_event_id, amount FROM event")).all())
+    assert amounts == {"e1": 999.0, "e2": 5.0, "e3": 7.0}
+    again = import_events(engine, corrected)  # the same file once more: nothing to do
+    assert (again.inserted, again.updated, again.unchanged_or_duplicate) == (0, 0, 2)
