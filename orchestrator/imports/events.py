@@ -60,6 +60,7 @@ from orchestrator.storage.models import utcnow
 REQUIRED = ("customer_id", "occurred_at", "type", "amount")
 OPTIONAL = ("event_id", "discount", "category", "channel")
 KEY = "source_event_id"
+MAX_AMOUNT = 1e9  # money in one event: beyond is a mistake (1e308, a misplaced separator)
 FUTURE_TOLERANCE = timedelta(days=1)  # an event later than now by more is a mistake (a bad year)
 _SEP = "\x1f"  # ASCII unit separator: cannot be confused with content of the joined fields
 
@@ -323,10 +324,28 @@ def _prepare(
             lambda row: "is NaN: leave the cell empty (null) for no amount",
         )
     amounts = pc.fill_null(pc.cast(amount.values, pa.float64()), 0.0)
+    huge = mask(pc.greater(pc.abs(amounts), MAX_AMOUNT))
+    local.add(
+        "amount",
+        huge,
+        lambda row: (
+            f"{amounts[row].as_py():g} is beyond ±{MAX_AMOUNT:,.0f} (a unit or a "
+            "decimal separator mistake?)"
+        ),
+    )
     if "discount" in names:
         discount_given = to_number(part.table.column("discount"))
         local.add_converted("discount", discount_given)
         discount = pc.cast(discount_given.values, pa.float64())
+        negative = mask(pc.fill_null(pc.less(discount, 0.0), False))
+        local.add(
+            "discount",
+            negative,
+            lambda row: (
+                f"{discount[row].as_py():g} is negative (a discount is what was taken "
+                "off, 0 for none)"
+            ),
+        )
     else:
         discount = pa.nulls(length, pa.float64())
     category, channel = (

@@ -109,6 +109,21 @@ CASES: dict[str, tuple[str, Callable[[Path], object], str, str]] = {
         "events.csv",
         "events.csv line 3, field 'occurred_at': 2099-01-01 00:00 is in the future (events up to ",
     ),
+    "amount beyond any purchase": (
+        "events",
+        _events(EVENTS_HEADER + GOOD_EVENT + "c1,2024-01-02,purchase,1e308\n"),
+        "events.csv",
+        "events.csv line 3, field 'amount': 1e+308 is beyond ±1,000,000,000",
+    ),
+    "negative discount": (
+        "events",
+        _events(
+            "customer_id,occurred_at,type,amount,discount\nc1,2024-01-02,purchase,10,0.2\n"
+            "c1,2024-01-03,purchase,10,-1\n"
+        ),
+        "events.csv",
+        "events.csv line 3, field 'discount': -1 is negative",
+    ),
     "missing columns": (
         "events",
         _events("customer_id,occurred_at\nc1,2024-01-01\n"),
