@@ -44,8 +44,8 @@ class TreatmentSpec(_Strict):
 
 class CampaignSpec(_Strict):
     id: str = Field(pattern=SLUG)
-    name: str = ""
-    channel: str = Field(pattern=SLUG)
+    name: str = Field(default="", max_length=200)  # the sizes of the columns that store them
+    channel: str = Field(pattern=SLUG, max_length=32)
     status: Literal["active", "paused", "archived"] = "active"
     start: date | None = None
     end: date | None = None
@@ -74,7 +74,7 @@ class CapSpec(_Strict):
     """At most ``max`` contacts in any rolling ``per_days`` days, overall or on one channel."""
 
     scope: Literal["global", "channel"]
-    channel: str | None = Field(default=None, pattern=SLUG)
+    channel: str | None = Field(default=None, pattern=SLUG, max_length=32)
     max: int = Field(ge=1)
     per_days: int = Field(ge=1, le=3650)
 

@@ -161,3 +161,21 @@ def test_dates_default_to_today_in_the_plans_time_zone(cli_db: str, tmp_path: Pa
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT run_date FROM run")).scalar_one() in (local, str(local))
     engine.dispose()
+
+
+def test_a_value_too_long_for_its_column_is_refused_alike_on_both_backends(
+    cli_db: str, tmp_path: Path
+) -> None:
+    plan = tmp_path / "long.yaml"
+    plan.write_text(
+        "version: 1\ncampaigns:\n  - id: c1\n    name: " + "N" * 300 + "\n    channel: "
+        + "x" * 40 + "\n    treatments: [{id: t}]\n"
+    )  # fmt: skip
+    done = orch(cli_db, "plan", "apply", str(plan))
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "campaigns[0] (c1).name: String should have at most 200 characters" in said
+    assert "(and 1 more problem(s): run `orch plan validate`)" in said
+    checked = " ".join(orch(cli_db, "plan", "validate", str(plan)).stderr.split())
+    assert "campaigns[0] (c1).channel: String should have at most 32 characters" in checked
+    assert json.loads(orch(cli_db, "campaigns", "list", "--json").stdout) == []

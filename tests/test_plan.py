@@ -262,3 +262,28 @@ campaigns:
             "settings: {global_control_fraction: .nan}\n" + text.replace(".inf", "1"),
             name="nan.yaml",
         )
+
+
+def test_plan_text_fits_the_columns_that_store_it() -> None:
+    """A value the plan accepts is one every backend can store (SQLite would keep a 40-character
+    channel that PostgreSQL refuses with a DataError): the plan's lengths are the columns'."""
+    from orchestrator.plan import CampaignSpec, CapSpec, ExclusionSpec, TreatmentSpec
+    from orchestrator.storage.models import Campaign, Exclusion, FrequencyCap, Treatment
+
+    pairs = [
+        (CampaignSpec, Campaign, ["id", "name", "channel"]),
+        (TreatmentSpec, Treatment, ["id"]),
+        (CapSpec, FrequencyCap, ["channel"]),
+        (ExclusionSpec, Exclusion, ["if_received", "exclude"]),
+    ]
+    for spec, table, fields in pairs:
+        for name in fields:
+            column = table.__table__.c[name].type.length  # type: ignore[attr-defined]
+            info = spec.model_fields[name]
+            limit = next(
+                (m.max_length for m in info.metadata if getattr(m, "max_length", None)), None
+            )
+            pattern = next((m.pattern for m in info.metadata if getattr(m, "pattern", None)), None)
+            if limit is None and pattern is not None:  # a SLUG: 64 characters at most
+                limit = 64
+            assert limit is not None and limit <= column, (spec.__name__, name, limit, column)
