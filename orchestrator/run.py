@@ -67,6 +67,7 @@ from orchestrator.storage.journey_repo import (
     write_journey_states,
 )
 from orchestrator.storage.models import (
+    CustomerFeatures,
     Decision,
     PlanRevision,
     PolicyVersion,
@@ -348,6 +349,9 @@ def _acquire(
                     contacts=mode,
                     contacts_generation=generation,
                     token=uuid.uuid4().hex,
+                    segments_as_of=session.exec(
+                        select(sa.func.max(col(CustomerFeatures.as_of)))
+                    ).first(),
                 )
             else:
                 run.status, run.owner, run.heartbeat_at, run.error = "running", _owner(), now, None

@@ -6,10 +6,14 @@ no reward yet, then reads the rewards again. Decisions whose window is still ope
 not measured.
 
 Segments (``--by``) are resolved per decision: ``treatment``; ``lifecycle`` and ``rfm``, the
-segment the customer was in on the decision date (``segment_history``, ``valid_from`` inclusive,
-``valid_to`` exclusive); a computed feature of ``customer_features``; or a customer attribute.
-Numbers are cut at the quintiles of the customers in the report; text keeps its most frequent
-values and groups the rest as ``other``; a missing value is ``unknown``.
+segment the decision's targeting saw: the customer's ``segment_history`` row on the date of the
+refresh its run decided with (``run.segments_as_of``; ``valid_from`` inclusive, ``valid_to``
+exclusive). A refresh made after the day's purchases moves customers a decision never saw in
+that segment (a winback that targets at-risk customers would show "active" rows); runs that did
+not record it (and imported decisions) are read on their run date. Then: a computed feature of
+``customer_features``; or a customer attribute. Numbers are cut at the quintiles of the customers
+in the report; text keeps its most frequent values and groups the rest as ``other``; a missing
+value is ``unknown``.
 """
 
 from __future__ import annotations
@@ -489,11 +493,12 @@ def _to_float(values: pa.ChunkedArray | pa.Array) -> pa.Array:
 def segment_history_values(
     conn: sa.Connection, customer_ids: pa.Array, kind: str, customer: np.ndarray, day: np.ndarray
 ) -> pa.Array | None:
-    """The ``kind`` segment of each decision's customer on its day, ``(m,)`` dictionary-encoded;
-    None if there is no history of that kind at all.
+    """The ``kind`` segment each decision's targeting saw (``day`` its run dates, see the module
+    docstring), ``(m,)`` dictionary-encoded; None if there is no history of that kind at all.
 
     A history row covers ``valid_from <= day < valid_to`` (open-ended when ``valid_to`` is null).
     """
+    day = targeting_days(conn, day)
     table = read_columns(
         conn,
         [
@@ -535,6 +540,28 @@ def segment_history_values(
     codes = np.where(hit, h_code[row], -1).astype(np.int32)
     # Dictionary-encoded: m can be 10M decisions, the segments a handful of strings.
     return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), encoded.dictionary)
+
+
+def targeting_days(conn: sa.Connection, day: np.ndarray) -> np.ndarray:
+    """Map run dates (day numbers) to the date of the refresh each run decided with, the run's
+    ``segments_as_of``; a date whose run did not record it (begun before it was kept, or
+    decisions imported from elsewhere) keeps its own date, as reports read it before."""
+    rows = conn.execute(
+        sa.text("SELECT run_date, segments_as_of FROM run WHERE segments_as_of IS NOT NULL")
+    ).all()
+    out = np.asarray(day, np.int64)
+    if not rows:
+        return out
+    runs = np.array([day_number(_as_date(r[0])) for r in rows], np.int64)
+    seen = np.array([day_number(_as_date(r[1])) for r in rows], np.int64)
+    order = np.argsort(runs)
+    runs, seen = runs[order], seen[order]
+    at = np.clip(np.searchsorted(runs, out), 0, len(runs) - 1)
+    return np.where(runs[at] == out, seen[at], out)
+
+
+def _as_date(v: date | str) -> date:
+    return v if isinstance(v, date) else date.fromisoformat(str(v)[:10])
 
 
 def label_values(values: pa.Array, kind: str) -> tuple[np.ndarray, list[str], bool]:

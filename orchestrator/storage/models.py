@@ -231,6 +231,7 @@ class Run(SQLModel, table=True):
     contacts: str | None = Field(default=None, max_length=16)  # state | rebuild: see contact_state
     contacts_generation: int | None = None  # the contact-state generation the run started from
     token: str | None = Field(default=None, max_length=32)  # new for every (forced) run of a date
+    segments_as_of: date | None = None  # the refresh its targeting saw (customer_features.as_of)
 
 
 class RunPartition(SQLModel, table=True):
