@@ -57,14 +57,54 @@ def validate_plan(
     return full
 
 
+def channel_warnings(plan: Plan) -> list[str]:
+    """A channel that only one campaign uses and no cap names, and that resembles another: most
+    often a typo (``emial``), which no frequency cap on the real channel would then count; and a
+    cap on a channel no campaign sends on, which limits nothing.
+
+    >>> from orchestrator.plan import Plan
+    >>> t = [{"id": "a"}]
+    >>> p = Plan.model_validate({"campaigns": [
+    ...     {"id": "x", "channel": "email", "treatments": t},
+    ...     {"id": "y", "channel": "email", "treatments": t},
+    ...     {"id": "z", "channel": "emial", "treatments": t}],
+    ...     "caps": [{"scope": "global", "max": 2, "per_days": 7}]})
+    >>> [w.split(": ", 1)[1] for w in channel_warnings(p)]  # doctest: +NORMALIZE_WHITESPACE
+    ["channel 'emial' is used by no other campaign and named by no cap (did you mean 'email'?)"]
+    """
+    live = [c for c in plan.campaigns if c.status != "archived"]
+    used: dict[str, list[str]] = {}
+    for c in live:
+        used.setdefault(c.channel, []).append(c.id)
+    capped = {cap.channel for cap in plan.caps if cap.channel}
+    if len(used) + len(capped - set(used)) < 2:
+        return []  # one channel in the whole plan: nothing to be mistaken for
+    out = []
+    for channel, ids in used.items():
+        if len(ids) == 1 and channel not in capped:
+            others = sorted((set(used) | capped) - {channel})
+            close = difflib.get_close_matches(channel, others, n=1, cutoff=0.6)
+            if close:  # a lone channel unlike any other (one SMS campaign) is no typo
+                out.append(
+                    f"campaign {ids[0]!r}: channel {channel!r} is used by no other campaign and "
+                    f"named by no cap (did you mean {close[0]!r}?)"
+                )
+    for channel in sorted(capped - set(used)):
+        close = difflib.get_close_matches(channel, sorted(used), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.append(f"cap on channel {channel!r}: no campaign sends on it, it limits nothing{hint}")
+    return out
+
+
 def plan_warnings(plan: Plan, engine: sa.Engine | None) -> list[str]:
-    """What is allowed but probably wrong: a journey entered or left on an event type that no
-    imported event has (a typo, or events not imported yet)."""
+    """What is allowed but probably wrong: a channel only one campaign uses and no cap names
+    (:func:`channel_warnings`); a journey entered or left on an event type that no imported
+    event has (a typo, or events not imported yet)."""
+    out = channel_warnings(plan)
     if engine is None or not plan.journeys:
-        return []
+        return out
     with engine.connect() as conn:
         known = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT type FROM event"))}
-    out = []
     for j in plan.journeys:
         for name, trigger in (("entry", j.entry), ("exit", j.exit)):
             if trigger is not None and trigger.event and trigger.event not in known:
@@ -143,10 +183,12 @@ def _replace_plan(
         )
         changes = diff_plans(current, new)
         if dry_run:
-            return ApplyResult(changes=changes)
-        return write_plan(
+            return ApplyResult(changes=changes, plan=new)
+        result = write_plan(
             session, current, new, changes, actor=actor, source=source, action=action, target=target
         )
+        result.plan = new
+        return result
 
 
 def _edit(

@@ -179,3 +179,37 @@ def test_a_value_too_long_for_its_column_is_refused_alike_on_both_backends(
     checked = " ".join(orch(cli_db, "plan", "validate", str(plan)).stderr.split())
     assert "campaigns[0] (c1).channel: String should have at most 32 characters" in checked
     assert json.loads(orch(cli_db, "campaigns", "list", "--json").stdout) == []
+
+
+def test_plan_validate_and_apply_speak_json(cli_db: str, tmp_path: Path) -> None:
+    ok = orch(cli_db, "plan", "validate", "--json", str(SMALL))
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["errors"] == [] and report["campaigns"] >= 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("campaigns: [\n")
+    refused = orch(cli_db, "plan", "validate", "--json", str(bad))
+    assert refused.returncode == 2
+    errors = json.loads(refused.stdout)
+    assert errors["ok"] is False and "bad.yaml:" in errors["errors"][0]
+    dry = json.loads(orch(cli_db, "plan", "apply", "--json", "--dry-run", str(SMALL)).stdout)
+    assert dry["dry_run"] is True and dry["revision_id"] is None and dry["changes"]
+    applied = orch(cli_db, "plan", "apply", "--json", str(SMALL))
+    assert applied.returncode == 0, applied.stderr
+    result = json.loads(applied.stdout)
+    assert result["revision_id"] is not None
+    assert result["changes"] == dry["changes"]
+
+
+def test_a_channel_typo_is_warned_with_the_channel_it_resembles(
+    cli_db: str, tmp_path: Path
+) -> None:
+    text = SMALL.read_text()
+    assert "channel: email" in text
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("channel: email", "channel: emial", 1))
+    out = orch(cli_db, "plan", "validate", str(typo))
+    assert out.returncode == 0, out.stderr
+    assert "channel 'emial'" in out.stderr and "did you mean 'email'?" in out.stderr
+    clean = orch(cli_db, "plan", "validate", str(SMALL))
+    assert "emial" not in clean.stderr and "warning: campaign" not in clean.stderr

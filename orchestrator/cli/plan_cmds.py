@@ -29,6 +29,9 @@ def validate(
     offline: bool = typer.Option(
         False, "--offline", help="Check the file alone, without the database."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print {ok, errors, warnings, counts} as JSON (exit code as without)."
+    ),
 ) -> None:
     """Check a plan file; list every problem with its line (exit code 2 if any)."""
     from orchestrator.admin import plan_warnings, validate_plan_file
@@ -38,12 +41,32 @@ def validate(
     try:
         plan = validate_plan_file(file, engine=engine)
     except PlanError as exc:
-        for line in getattr(exc, "problems", [str(exc)]):
-            err_console.print(f"error: {line}", markup=False, soft_wrap=True)
+        problems = list(getattr(exc, "problems", [str(exc)]))
+        if as_json:
+            print_json({"file": file, "ok": False, "errors": problems, "warnings": []})
+        else:
+            for line in problems:
+                err_console.print(f"error: {line}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    for line in plan_warnings(plan, engine):
-        err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
+    warnings = plan_warnings(plan, engine)
     n_t = sum(len(c.treatments) for c in plan.campaigns)
+    if as_json:
+        print_json(
+            {
+                "file": file,
+                "ok": True,
+                "errors": [],
+                "warnings": warnings,
+                "campaigns": len(plan.campaigns),
+                "treatments": n_t,
+                "caps": len(plan.caps),
+                "exclusions": len(plan.exclusions),
+                "journeys": len(plan.journeys),
+            }
+        )
+        return
+    for line in warnings:
+        err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
     console.print(
         f"[green]ok[/green]: {file}: {len(plan.campaigns)} campaigns, {n_t} treatments, "
         f"{len(plan.caps)} caps, {len(plan.exclusions)} exclusions"
@@ -80,14 +103,32 @@ def diff(
 def apply(
     file: str = typer.Argument(..., help="Plan YAML file, or - for standard input."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the changes, write nothing."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print {changes, revision_id, dry_run, warnings} as JSON."
+    ),
 ) -> None:
     """Make the stored plan equal to FILE in one transaction, with a revision and audit entry.
 
     Campaigns missing from FILE are archived (their history is kept), not deleted.
     """
-    from orchestrator.admin import apply_plan_file
+    from orchestrator.admin import apply_plan_file, plan_warnings
 
-    result = apply_plan_file(get_engine(), file, actor=actor(), dry_run=dry_run)
+    engine = get_engine()
+    result = apply_plan_file(engine, file, actor=actor(), dry_run=dry_run)
+    warnings = plan_warnings(result.plan, engine) if result.plan is not None else []
+    if as_json:
+        print_json(
+            {
+                "file": file,
+                "changes": [c.as_dict() for c in result.changes],
+                "revision_id": result.revision_id,
+                "dry_run": dry_run,
+                "warnings": warnings,
+            }
+        )
+        return
+    for line in warnings:
+        err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
     print_changes(result.changes, none_message="no changes: the database already holds this plan")
     if result.revision_id is not None:
         console.print(

@@ -157,6 +157,7 @@ class ApplyResult:
     changes: list[Change]
     revision_id: int | None = None
     audit_ids: list[int] = field(default_factory=list)
+    plan: Plan | None = None  # the plan as applied (or as it would be, on a dry run)
 
 
 def write_plan(
