@@ -213,3 +213,15 @@ def test_a_channel_typo_is_warned_with_the_channel_it_resembles(
     assert "channel 'emial'" in out.stderr and "did you mean 'email'?" in out.stderr
     clean = orch(cli_db, "plan", "validate", str(SMALL))
     assert "emial" not in clean.stderr and "warning: campaign" not in clean.stderr
+
+
+def test_progress_piped_to_a_file_is_plain_lines(cli_db: str, tmp_path: Path) -> None:
+    assert orch(cli_db, "plan", "apply", str(SMALL)).returncode == 0
+    rows = "\n".join(f"C{i},true,false,1990-01-0{1 + i % 9},ES" for i in range(30))
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text("customer_id,email_opt_in,sms_opt_in,birth_date,country\n" + rows + "\n")
+    out = orch(cli_db, "customers", "import", str(csv_file))
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines and all(line.strip() for line in lines), out.stderr  # no blank bar frames
+    assert lines[-1].startswith("customers: 30/30 done")

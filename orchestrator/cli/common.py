@@ -103,11 +103,63 @@ def print_changes(changes: Sequence[Any], *, none_message: str = "no changes") -
         console.print(text, style=styles.get(text[:1], ""), markup=False, soft_wrap=True)
 
 
+class PlainProgress:
+    """Progress as plain lines, for a stderr that is not a terminal (a log file, a pipe), where
+    a live bar would leave blank lines: one line when a task starts, at each tenth of its
+    total, at least every ``every`` seconds while it moves, and when it is done.
+
+    >>> lines = []
+    >>> p = PlainProgress(lines.append, every=1e9)
+    >>> for done in range(0, 21):
+    ...     p("run", done, 20)
+    >>> [line.split(" (")[0] for line in lines[:3]], lines[-1].split(" (")[0], len(lines)
+    (['run: 0/20', 'run: 2/20', 'run: 4/20'], 'run: 20/20 done', 11)
+    """
+
+    def __init__(self, write: Callable[[str], None], *, every: float = 10.0) -> None:
+        self.write, self.every = write, every
+        self.started: dict[str, float] = {}
+        self.last: dict[str, tuple[float, int]] = {}  # name -> (time, tenth) last written
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        import time
+
+        now = time.monotonic()
+        start = self.started.setdefault(name, now)
+        tenth = int(10 * done / total) if total else -1
+        last = self.last.get(name)
+        finished = total is not None and done >= total
+        if last is not None and not finished and tenth == last[1] and now - last[0] < self.every:
+            return
+        if last is not None and finished and last[1] == 10:
+            return
+        self.last[name] = (now, 10 if finished else tenth)
+        count = f"{done:,}/{total:,}" if total else f"{done:,}"
+        elapsed = f" ({now - start:.0f} s)" if last is not None else ""
+        self.write(f"{name}: {count}{' done' if finished else ''}{elapsed}")
+
+
+def plain_progress() -> PlainProgress | None:
+    """A :class:`PlainProgress` on stderr when it is not a terminal, else None (draw bars)."""
+    if err_console.is_terminal:
+        return None
+    return PlainProgress(lambda line: err_console.print(line, markup=False, soft_wrap=True))
+
+
 @contextmanager
 def progress_bar(
     description: str, total: int | None = None
 ) -> Iterator[Callable[[int, int | None], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    """A rich progress bar on stderr (plain lines when stderr is not a terminal); yields
+    ``update(done, total)``."""
+    plain = plain_progress()
+    if plain is not None:
+
+        def line(done: int, total_: int | None = None) -> None:
+            plain(description, done, total_ if total_ is not None else total)
+
+        yield line
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.common import console, err_console, print_json, print_table
+from orchestrator.cli.common import console, err_console, plain_progress, print_json, print_table
 from orchestrator.errors import InputError
 
 FORMATS = ("table", "json")
@@ -51,9 +51,13 @@ def _simulate_with_progress(spec: Any, names: list[str], n_days: int, **options:
     from simulations.loop import simulate as run_simulation
     from simulations.plot import learning_curve
 
-    progress, update = _progress_bars(names, n_days)
-    with progress:
-        result = run_simulation(spec, names, progress=update, **options)
+    plain = plain_progress()
+    if plain is not None:
+        result = run_simulation(spec, names, progress=plain, **options)
+    else:
+        progress, update = _progress_bars(names, n_days)
+        with progress:
+            result = run_simulation(spec, names, progress=update, **options)
     out = options.get("out_dir")
     if out is not None:
         (out / "results.json").write_text(json.dumps(result.to_json(), indent=2))
