@@ -110,14 +110,14 @@ def policy_list(as_json: bool = JSON_OPT) -> None:
         return
     print_table(
         "Policy versions",
-        ["id", "kind", "status", "decisions learned", "trained until", "created", "snips"],
+        ["id", "kind", "status", "decisions learned", "decisions through", "created", "snips"],
         [
             (
                 d["id"],
                 d["kind"],
                 d["status"],
                 f"{d['n_updates']:,}",
-                d["trained_until"] or "",
+                d["trained_through"] or "",
                 d["created_at"][:19],
                 d["snips"],
             )
@@ -138,6 +138,7 @@ def _version_dict(v: Any) -> dict[str, Any]:
         "kind": v.kind,
         "status": v.status,
         "n_updates": v.n_updates,
+        "trained_through": v.trained_through.isoformat() if v.trained_through else None,
         "trained_until": v.trained_until.isoformat() if v.trained_until else None,
         "created_at": v.created_at.isoformat(),
         "parent_id": v.parent_id,

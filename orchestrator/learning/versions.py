@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -63,8 +63,12 @@ def save(
     parent: PolicyVersion | None,
     n_new: int,
     trained_until: datetime | None,
+    trained_through: date | None = None,
     ope: dict[str, Any] | None = None,
 ) -> PolicyVersion:
+    """A new version; ``trained_until`` is the watermark of the rewards learned (when they
+    matured), ``trained_through`` the latest run date of the decisions learned (the parent's if
+    later): the data's date a marketer reads."""
     version = PolicyVersion(
         kind=kind,
         params=params,
@@ -72,6 +76,10 @@ def save(
         state_version=policy.state_version,
         status=status,
         trained_until=trained_until,
+        trained_through=max(
+            [d for d in (trained_through, parent.trained_through if parent else None) if d],
+            default=None,
+        ),
         n_updates=(parent.n_updates if parent else 0) + n_new,
         parent_id=parent.id if parent else None,
         ope=ope,

@@ -78,8 +78,11 @@ def test_learn_trains_once_per_reward_and_keeps_the_holdout_out(
     again = learn(engine, as_of=as_of, actor="ana")
     assert again.candidate_id is None and "no new matured" in again.decision
     with Session(engine) as s:
-        statuses = [v.status for v in s.exec(select(PolicyVersion))]
+        saved = list(s.exec(select(PolicyVersion)))
+    statuses = [v.status for v in saved]
     assert statuses.count("candidate") + statuses.count("active") == 1
+    # The data's date (the latest run date learned), not when the rewards matured.
+    assert saved[0].trained_through == max(d.run_date for d in days if (~d.holdout).any())
 
 
 def test_promote_and_rollback_are_audited(engine: sa.Engine, tmp_path: Path) -> None:
