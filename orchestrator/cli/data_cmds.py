@@ -91,6 +91,12 @@ def events_import(
         help="Correct stored events: an event_id already stored with other content takes the "
         "file's (without it, such a row is refused).",
     ),
+    known_customers_only: bool = typer.Option(
+        False,
+        "--known-customers-only",
+        help="Refuse the file if an event's customer is not in the customer table (without "
+        "it, such events are imported and counted in a warning).",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add events; importing the same file again adds nothing (keyed on event_id or content).
@@ -99,4 +105,14 @@ def events_import(
     line, unless --update."""
     from orchestrator.imports import import_events
 
-    _import("events", import_events, file, fmt, skip_invalid, rejects, as_json, update=update)
+    _import(
+        "events",
+        import_events,
+        file,
+        fmt,
+        skip_invalid,
+        rejects,
+        as_json,
+        update=update,
+        known_customers_only=known_customers_only,
+    )

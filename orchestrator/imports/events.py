@@ -75,6 +75,7 @@ def import_events(
     progress: Progress | None = None,
     now: datetime | None = None,
     update: bool = False,
+    known_customers_only: bool = False,
 ) -> ImportReport:
     """Insert the new events of a CSV, Parquet or JSON-lines file in one transaction.
 
@@ -88,6 +89,10 @@ def import_events(
     Raises :class:`ImportFileError` on the first bad row unless ``skip_invalid``, in which case
     bad rows go to a reject file and the others are written. Events already stored (same key)
     and repeats within the file count as ``unchanged_or_duplicate``.
+
+    New events of customers the customer table does not hold are counted (a warning: their
+    purchases reach no segment, no reward, until the customers are imported); with
+    ``known_customers_only`` they are refused and nothing is written.
     """
     started = time.perf_counter()
     source = read_source(path, fmt)
@@ -107,6 +112,7 @@ def import_events(
     report = progress_of(progress, n)
     with engine.begin() as conn:
         bulk.begin_write(conn)
+        before = conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM event")).scalar_one()
         deferred = bulk.worth_deferring(conn, "event", n)
         with bulk.sqlite_cache(conn), bulk.deferred_indexes(conn, "event", enabled=deferred):
             inserted = bulk.insert_arrow_chunks(
@@ -121,6 +127,21 @@ def import_events(
             if inserted < source.rows_read - problems.count():  # some rows were known already
                 updated = seen.reconcile(conn, source, update=update)
             warnings = seen.known_without_ids(conn)
+        unknown = _unknown_customers(conn, int(before))
+        if unknown[0]:
+            what = (
+                f"{unknown[0]:,} new event(s) of {unknown[1]:,} customer(s) not in the customer "
+                f"table (first: {unknown[2]!r})"
+            )
+            if known_customers_only:
+                raise ImportFileError(
+                    f"{_where_customer(source, unknown[2])}: {what}; import those customers "
+                    "first (nothing was written)"
+                )
+            warnings.append(
+                f"{what}: they count for no segment or reward until the customers are imported "
+                "(--known-customers-only refuses such a file)"
+            )
     rejected, written = write_rejects(
         source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
     )
@@ -134,7 +155,32 @@ def import_events(
         rejects_path=written,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        unknown_customer_events=unknown[0],
     )
+
+
+def _where_customer(source: Source, customer_id: str | None) -> str:
+    """The line of the file's first event of ``customer_id`` (the file's name if not found)."""
+    if customer_id is not None and "customer_id" in source.table.column_names:
+        ids = pc.utf8_trim_whitespace(pc.cast(source.table.column("customer_id"), pa.string()))
+        row = pc.index(ids, customer_id).as_py()
+        if row is not None and row >= 0:
+            return source.where(int(row))
+    return source.label
+
+
+def _unknown_customers(conn: sa.Connection, after_id: int) -> tuple[int, int, str | None]:
+    """(events, customers, the first customer id) among the events written after ``after_id``
+    whose customer is not in the customer table: one query on the new id range."""
+    row = conn.execute(
+        sa.text(
+            "SELECT COUNT(*), COUNT(DISTINCT e.customer_id), MIN(e.customer_id) FROM event e "
+            "WHERE e.id > :after AND NOT EXISTS "
+            "(SELECT 1 FROM customer c WHERE c.customer_id = e.customer_id)"
+        ),
+        {"after": after_id},
+    ).one()
+    return int(row[0]), int(row[1]), row[2]
 
 
 class _GivenIds:

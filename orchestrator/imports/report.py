@@ -26,3 +26,4 @@ class ImportReport:
     seconds: float
     new_attributes: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # said, not refused: one line each
+    unknown_customer_events: int = 0  # new events of customers not in the customer table

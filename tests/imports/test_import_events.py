@@ -256,6 +256,9 @@ def test_occurred_at_forms(engine, files, stored, text: str, expected: dt.dateti
 def test_events_with_ids_already_stored_without_ids_are_warned_about(engine, files) -> None:
     """The same purchases, first without event ids (keyed by content), then with ids: they are
     stored twice, and the import says so."""
+    from orchestrator.imports import import_customers
+
+    import_customers(engine, files.text("customers.csv", "customer_id\nc1\nc2\nc3\n"))
     rows = "c1,2026-11-20T10:00:00,purchase,30\nc2,2026-11-21T11:00:00,purchase,12.5\n"
     first = import_events(
         engine, files.text("a.csv", "customer_id,occurred_at,type,amount\n" + rows)
@@ -305,3 +308,19 @@ def test_a_corrected_event_is_refused_unless_update(engine, files, snapshot) -> 
     assert amounts == {"e1": 999.0, "e2": 5.0, "e3": 7.0}
     again = import_events(engine, corrected)  # the same file once more: nothing to do
     assert (again.inserted, again.updated, again.unchanged_or_duplicate) == (0, 0, 2)
+
+
+def test_events_of_unknown_customers_are_counted_or_refused(engine, files, stored) -> None:
+    from orchestrator.imports import import_customers
+
+    import_customers(engine, files.text("customers.csv", "customer_id\nc1\nc2\n"))
+    path = files.text("events.csv", EVENTS)
+    refused_before = stored.events()
+    with pytest.raises(ImportFileError, match=r"events.csv line 6: 1 new event\(s\) of 1 "):
+        import_events(engine, path, known_customers_only=True)
+    assert stored.events() == refused_before == []  # nothing written
+    report = import_events(engine, path)
+    assert report.inserted == 5 and report.unknown_customer_events == 1
+    assert any("not in the customer table (first: 'ghost')" in w for w in report.warnings)
+    again = import_events(engine, path)  # nothing new: nothing to count again
+    assert again.unknown_customer_events == 0 and not again.warnings
