@@ -225,3 +225,33 @@ def test_progress_piped_to_a_file_is_plain_lines(cli_db: str, tmp_path: Path) ->
     lines = out.stderr.splitlines()
     assert lines and all(line.strip() for line in lines), out.stderr  # no blank bar frames
     assert lines[-1].startswith("customers: 30/30 done")
+
+
+def test_customers_show_tells_what_is_known_of_one_customer(cli_db: str, tmp_path: Path) -> None:
+    assert orch(cli_db, "plan", "apply", str(SMALL)).returncode == 0
+    people = tmp_path / "customers.csv"
+    people.write_text(
+        "customer_id,email_opt_in,sms_opt_in,birth_date,country\nC1,true,false,1990-01-01,ES\n"
+    )
+    assert orch(cli_db, "customers", "import", str(people)).returncode == 0
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "customer_id,occurred_at,type,amount\nC1,2026-03-01,purchase,12.5\n"
+        "C1,2026-03-04,purchase,7.5\nZ9,2026-03-04,purchase,1\n"
+    )
+    assert orch(cli_db, "events", "import", str(events)).returncode == 0
+    assert orch(cli_db, "segments", "refresh", "--as-of", "2026-03-05").returncode == 0
+    shown = orch(cli_db, "customers", "show", "C1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    profile = json.loads(shown.stdout)
+    assert profile["attributes"]["country"] == "ES"
+    assert profile["events_total"] == 2 and profile["amount_total"] == 20.0
+    assert profile["features"]["frequency"] == 1 and profile["features_as_of"] == "2026-03-05"
+    assert {s["kind"] for s in profile["segments"]} == {"lifecycle", "rfm"}
+    table = orch(cli_db, "customers", "show", "C1")
+    assert table.returncode == 0 and "Segment history" in table.stdout
+    unknown = orch(cli_db, "customers", "show", "Z9")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "error: customer 'Z9' is not in the customer table (1 events carry this id)"
+    ]

@@ -1,4 +1,4 @@
-"""`orch customers import` and `orch events import`."""
+"""`orch customers import|show` and `orch events import`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.common import console, get_engine, new_app, print_json, progress_bar
+from orchestrator.cli.common import (
+    console,
+    get_engine,
+    new_app,
+    print_json,
+    print_table,
+    progress_bar,
+)
 
 customers_app = new_app("Customers and their attributes.")
 events_app = new_app("Transactions and other events (the source of rewards and features).")
@@ -75,6 +82,79 @@ def customers_import(
     from orchestrator.imports import import_customers
 
     _import("customers", import_customers, file, fmt, skip_invalid, rejects, as_json)
+
+
+@customers_app.command("show")
+def customers_show(
+    customer_id: str = typer.Argument(..., help="The customer's id."),
+    limit: int = typer.Option(10, "--limit", min=1, help="Latest decisions and events shown."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
+) -> None:
+    """What the engine knows of one customer: attributes, segments, decisions, events."""
+    from orchestrator.reports.customer import customer_profile
+
+    p = customer_profile(get_engine(), customer_id, limit=limit)
+    if as_json:
+        print_json(p)
+        return
+    console.print(
+        f"[bold]customer {p['customer_id']}[/bold]: {p['events_total']:,} events, "
+        f"{p['amount_total']:,.2f} in amounts"
+    )
+    print_table("Attributes", ["attribute", "value"], list(p["attributes"].items()))
+    shown = [(k, _cell(v)) for k, v in p["features"].items() if v is not None]
+    print_table(
+        f"Features (refresh as of {p['features_as_of']})",
+        ["feature", "value"],
+        shown,
+        empty="none yet: run `orch segments refresh`",
+    )
+    print_table(
+        "Segment history",
+        ["kind", "segment", "from", "until"],
+        [(h["kind"], h["value"], h["from"], h["to"] or "now") for h in p["segments"]],
+        empty="none yet",
+    )
+    print_table(
+        f"Latest decisions (at most {limit})",
+        ["date", "campaign", "treatment", "channel", "group", "reason", "window end", "value"],
+        [
+            (
+                d["run_date"],
+                d["campaign"] or "(send nothing)",
+                d["treatment"],
+                d["channel"],
+                d["group"],
+                d["reason"],
+                d["window_end"],
+                "open" if d["value"] is None else f"{d['value']:,.2f}",
+            )
+            for d in p["decisions"]
+        ],
+        empty="none yet",
+        justify={"value": "right"},
+    )
+    print_table(
+        f"Latest events (at most {limit})",
+        ["when", "type", "amount", "discount", "category", "channel"],
+        [
+            (
+                e["occurred_at"][:16],
+                e["type"],
+                f"{e['amount']:,.2f}",
+                e["discount"],
+                e["category"],
+                e["channel"],
+            )
+            for e in p["events"]
+        ],
+        empty="none",
+        justify={"amount": "right"},
+    )
+
+
+def _cell(value: Any) -> str:
+    return f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
 
 
 @events_app.command("import")
