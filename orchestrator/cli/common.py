@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,8 +19,11 @@ from rich.table import Table
 
 from orchestrator.config import Settings, get_settings
 
-# Piped output (a log, a file) gets room for wide tables instead of rich's 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Piped output (a log, a file) gets room for wide tables instead of rich's 80 columns, unless
+# COLUMNS says how wide.
+console = Console(
+    highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+)
 err_console = Console(stderr=True, highlight=False)
 
 _state: dict[str, Any] = {"database_url": None, "debug": False}

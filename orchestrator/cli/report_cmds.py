@@ -117,6 +117,15 @@ def uplift(
     fmt: str = typer.Option("table", "--format", help="table, json, csv, html or png."),
     out: str | None = OUT,
     as_of: str | None = AS_OF,
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        help="Table columns, comma-separated, from: customers, customers_test, "
+        "customers_control, conversion_test, conversion_control, conversion_uplift, value_test, "
+        "value_control, uplift, relative, incremental, q, verdict, note (default: customers, "
+        "uplift, incremental, verdict).",
+    ),
+    wide: bool = typer.Option(False, "--wide", help="Every table column."),
 ) -> None:
     """What each campaign added over its random control group, with 95% intervals.
 
@@ -129,6 +138,9 @@ def uplift(
     from orchestrator.reports.uplift import uplift_report
 
     _choice(fmt, UPLIFT_FORMATS)
+    from orchestrator.reports.render import pick_columns
+
+    pick_columns(_split(columns), wide=wide)  # a bad name is refused before any work
     today = day_or_today(as_of, option="--as-of")
     first = parse_day(since, option="--since")
     last = parse_day(until, option="--until")
@@ -156,7 +168,7 @@ def uplift(
     elif fmt == "table":
         from orchestrator.reports.render import uplift_table
 
-        _write_rich(uplift_table(report), out)
+        _write_rich(uplift_table(report, _split(columns), wide=wide), out)
     else:
         _uplift_visual(engine, report, fmt, out)
 

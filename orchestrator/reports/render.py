@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -77,9 +79,9 @@ UPLIFT_COLUMNS = (
     "conv. uplift (95% CI)",
     "value test",
     "value control",
-    "uplift / decision (95% CI)",
+    "uplift per\ndecision ±95%",
     "relative",
-    "incremental value (95% CI)",
+    "incremental\nvalue ±95%",
     "q",
     "verdict",
 )
@@ -104,6 +106,135 @@ def uplift_cells(row: UpliftRow) -> list[str]:
     ]
 
 
+def compact_money(x: float, *, sign: bool = False) -> str:
+    """Money in at most about seven characters: 1,234.56, 12.3k, 4.56M (never cut by a table).
+
+    >>> [compact_money(v, sign=True) for v in (3.14159, -1234.5, 32652.17, 4.56e6)]
+    ['+3.14', '-1,234', '+32.7k', '+4.56M']
+    """
+    if not np.isfinite(x):
+        return "n/a"
+    a, s = abs(x), ("+" if x >= 0 else "-") if sign else ("-" if x < 0 else "")
+    if a < 1000:
+        return f"{s}{a:.2f}"
+    if a < 10_000:
+        return f"{s}{a:,.0f}"
+    if a < 1e6:
+        return f"{s}{a / 1e3:.1f}k"
+    if a < 1e9:
+        return f"{s}{a / 1e6:.2f}M"
+    return f"{s}{a / 1e9:.2f}G"
+
+
+def bracketed(est: str, low: float, high: float, fmt: Any, center: float | None = None) -> str:
+    """``est [low, high]``; ``est ± half`` when the interval is symmetric about ``center``
+    (a difference of means: shorter, and the same information).
+
+    >>> bracketed("+3.36", 2.2, 4.52, compact_money, center=3.36)
+    '+3.36 ± 1.16'
+    >>> bracketed("+40%", 0.08, 0.99, pct, center=0.4)
+    '+40% [+8.0%, +99.0%]'
+    """
+    if not np.isfinite(low) or not np.isfinite(high):
+        return est
+    if center is not None and np.isfinite(center):
+        half = (high - low) / 2
+        if abs((low + high) / 2 - center) <= 1e-6 * max(1.0, abs(half)):
+            return f"{est} ± {fmt(half)}"
+    return f"{est} [{fmt(low, sign=True)}, {fmt(high, sign=True)}]"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # what --columns names
+    header: str
+    cell: Callable[[UpliftRow], str]
+    left: bool = False
+
+
+COLUMNS = {
+    c.key: c
+    for c in (
+        Column("customers", "customers\ntest/ctrl", lambda r: f"{r.n_test:,}/{r.n_control:,}"),
+        Column("customers_test", "customers test", lambda r: f"{r.n_test:,}"),
+        Column("customers_control", "customers control", lambda r: f"{r.n_control:,}"),
+        Column("conversion_test", "conv. test", lambda r: pct(r.conversion_test)),
+        Column("conversion_control", "conv. control", lambda r: pct(r.conversion_control)),
+        Column(
+            "conversion_uplift",
+            "conv. uplift [95% CI]",
+            lambda r: bracketed(
+                pct(r.conversion_diff, sign=True), r.conversion_low, r.conversion_high, pct
+            ),
+        ),
+        Column("value_test", "value test", lambda r: money(r.value_test)),
+        Column("value_control", "value control", lambda r: money(r.value_control)),
+        Column(
+            "uplift",
+            "uplift per\ndecision ±95%",
+            lambda r: bracketed(
+                compact_money(r.uplift, sign=True),
+                r.uplift_low,
+                r.uplift_high,
+                compact_money,
+                r.uplift,
+            ),
+        ),
+        Column("relative", "relative", relative_text),
+        Column(
+            "incremental",
+            "incremental\nvalue ±95%",
+            lambda r: bracketed(
+                compact_money(r.incremental, sign=True),
+                r.incremental_low,
+                r.incremental_high,
+                compact_money,
+                r.incremental,
+            ),
+        ),
+        Column("q", "q", lambda r: p_text(r.q_value)),
+        Column("verdict", "verdict", lambda r: r.verdict, left=True),
+        Column(
+            "note",
+            "note",
+            lambda r: r.note if r.note and r.status != "no_control" else "",
+            left=True,
+        ),
+    )
+}
+DEFAULT_COLUMNS = ("customers", "uplift", "incremental", "verdict")
+"""Fit 100 characters with a campaign id and one segment: the figures a marketer acts on."""
+WIDE_COLUMNS = (
+    "customers_test",
+    "customers_control",
+    "conversion_test",
+    "conversion_control",
+    "conversion_uplift",
+    "value_test",
+    "value_control",
+    "uplift",
+    "relative",
+    "incremental",
+    "q",
+    "verdict",
+    "note",
+)
+
+
+def pick_columns(columns: Sequence[str] | None = None, *, wide: bool = False) -> list[Column]:
+    """The columns named (``--columns``), else all (``--wide``), else the default four; an
+    unknown name is an InputError listing the names."""
+    names = list(columns) if columns else list(WIDE_COLUMNS if wide else DEFAULT_COLUMNS)
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        from orchestrator.errors import InputError
+
+        raise InputError(
+            f"--columns: unknown column {unknown[0]!r} (choose from {', '.join(COLUMNS)})"
+        )
+    return [COLUMNS[n] for n in names]
+
+
 PLAIN_ABOVE = 200
 """Tables with more rows are laid out as plain text: rich takes ~5 ms a row to lay out."""
 
@@ -119,35 +250,55 @@ def _header(report: UpliftReport) -> str:
     )
 
 
-def uplift_table(report: UpliftReport) -> Group | str:
-    """The report as a rich table with a header line and notes (plain text when very long)."""
-    if len(report.rows) > PLAIN_ABOVE:
-        return plain_uplift_table(report)
-    table = Table(header_style="bold", show_lines=False)
-    table.add_column("campaign")
+def uplift_table(
+    report: UpliftReport, columns: Sequence[str] | None = None, *, wide: bool = False
+) -> Group | str:
+    """The report as a rich table with a header line and notes (plain text when very long).
+
+    Figures are never cut or wrapped: their columns are as wide as their widest cell, and ids
+    fold onto a second line rather than lose their end. ``wide`` (every column) is laid out as
+    fixed-width text as wide as it takes, for a file or a wide terminal."""
+    chosen = pick_columns(columns, wide=wide)
+    if len(report.rows) > PLAIN_ABOVE or wide:  # wide: as long a line as it takes, never cut
+        return plain_uplift_table(report, chosen)
+    table = Table(header_style="bold", show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("campaign", overflow="fold")
     for name in report.by:
-        table.add_column(name)
-    for name in UPLIFT_COLUMNS:
-        table.add_column(name, justify="left" if name == "verdict" else "right")
-    for row in report.rows:
-        cells = uplift_cells(row)
+        table.add_column(name, overflow="fold")
+    cells = [[c.cell(row) for c in chosen] for row in report.rows]
+    for i, c in enumerate(chosen):
+        widest = max([len(r[i]) for r in cells] + [len(h) for h in c.header.split("\n")])
+        table.add_column(  # as wide as its widest cell: a figure never wraps or is cut
+            c.header,
+            justify="left" if c.left else "right",
+            width=widest if c.key != "note" else None,
+            no_wrap=c.key != "note",
+        )
+    for row, values in zip(report.rows, cells, strict=True):
         style = VERDICT_STYLES.get(row.verdict, "")
         table.add_row(
             row.campaign,
             *row.segment.values(),
-            *cells[:-1],
-            Text(cells[-1], style=style),
+            *(
+                Text(v, style=style) if c.key == "verdict" else v
+                for c, v in zip(chosen, values, strict=True)
+            ),
         )
     notes = [Text(f"note: {n}", style="dim") for n in report.notes]
     return Group(Text(_header(report), style="bold"), table, *notes)
 
 
-def plain_uplift_table(report: UpliftReport) -> str:
+def plain_uplift_table(report: UpliftReport, columns: Sequence[Column] | None = None) -> str:
     """The same table as fixed-width text, for reports with thousands of rows."""
-    head = ["campaign", *report.by, *UPLIFT_COLUMNS]
-    body = [[row.campaign, *row.segment.values(), *uplift_cells(row)] for row in report.rows]
+    chosen = list(columns) if columns is not None else pick_columns()
+    head = ["campaign", *report.by, *(c.header.replace("\n", " ") for c in chosen)]
+    body = [
+        [row.campaign, *row.segment.values(), *(c.cell(row) for c in chosen)] for row in report.rows
+    ]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
-    left = set(range(1 + len(report.by))) | {len(head) - 1}
+    left = set(range(1 + len(report.by))) | {
+        1 + len(report.by) + i for i, c in enumerate(chosen) if c.left
+    }
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(

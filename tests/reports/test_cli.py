@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def orch(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORCH_DATABASE_URL": url, "COLUMNS": "220", "ORCH_ACTOR": "tester"}
+def orch(url: str, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ORCH_DATABASE_URL": url,
+        "COLUMNS": str(columns),
+        "ORCH_ACTOR": "tester",
+    }
     return subprocess.run(
         [sys.executable, "-m", "tests.reports.orch_entry", *args],
         capture_output=True,
@@ -50,6 +55,29 @@ def test_uplift_table_json_and_csv(built: Built) -> None:
     lines = csv_out.stdout.strip().splitlines()
     assert lines[0].startswith("campaign,treatment,country,n_test,n_control")
     assert len(lines) == 1 + 4 * 3
+
+
+def test_the_default_uplift_table_fits_100_characters_and_never_cuts_a_figure(
+    built: Built,
+) -> None:
+    data = json.loads(
+        orch(built.url, "report", "uplift", *AS_OF, "--by", "country", "--format", "json").stdout
+    )
+    table = orch(built.url, "report", "uplift", *AS_OF, "--by", "country", columns=100)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert "…" not in table.stdout
+    for row in data["rows"]:  # each row on one line, its figures whole
+        line = next(x for x in lines if f" {row['campaign']} " in f" {x} " and row["country"] in x)
+        assert f"{row['n_test']:,}/{row['n_control']:,}" in line
+        assert row["verdict"] in line
+    wide = orch(built.url, "report", "uplift", *AS_OF, "--wide", columns=100)
+    assert "conv. uplift" in wide.stdout and "…" not in wide.stdout
+    picked = orch(built.url, "report", "uplift", *AS_OF, "--columns", "q,verdict")
+    assert picked.returncode == 0 and "incremental" not in picked.stdout
+    bad = orch(built.url, "report", "uplift", *AS_OF, "--columns", "q,nope")
+    assert bad.returncode == 2 and "unknown column 'nope'" in bad.stderr
 
 
 def test_programme_and_personas(built: Built) -> None:
