@@ -255,3 +255,29 @@ def test_customers_show_tells_what_is_known_of_one_customer(cli_db: str, tmp_pat
     assert unknown.stderr.strip().splitlines() == [
         "error: customer 'Z9' is not in the customer table (1 events carry this id)"
     ]
+
+
+def test_the_run_summary_counts_send_nothing_apart_from_test_and_control(
+    cli_db: str, tmp_path: Path
+) -> None:
+    assert orch(cli_db, "plan", "apply", str(SMALL)).returncode == 0
+    rows = "\n".join(f"C{i},true,true,1990-01-0{1 + i % 9},ES" for i in range(200))
+    people = tmp_path / "customers.csv"
+    people.write_text("customer_id,email_opt_in,sms_opt_in,birth_date,country\n" + rows + "\n")
+    assert orch(cli_db, "customers", "import", str(people)).returncode == 0
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "customer_id,occurred_at,type,amount\n"
+        + "".join(
+            f"C{i},2026-01-1{i % 9},purchase,20\nC{i},2026-03-0{1 + i % 7},purchase,30\n"
+            for i in range(200)
+        )
+    )
+    assert orch(cli_db, "events", "import", str(events)).returncode == 0
+    assert orch(cli_db, "segments", "refresh", "--as-of", "2026-03-09").returncode == 0
+    out = orch(cli_db, "run", "--date", "2026-03-10")
+    assert out.returncode == 0, out.stderr
+    nothing = [line for line in out.stdout.splitlines() if "(send nothing)" in line]
+    assert nothing, out.stdout
+    cells = [c.strip() for c in nothing[0].strip("│ ").split("│")]
+    assert int(cells[3].replace(",", "")) > 0 and cells[4:] == ["-", "-", "-"]

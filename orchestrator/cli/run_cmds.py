@@ -127,16 +127,24 @@ def show_summary(report: Any) -> None:
             camp,
             treat,
             reason,
-            f"{v['test']:,}",
-            f"{v['control']:,}",
-            f"{v['control'] / max(v['test'] + v['control'], 1):.1%}",
+            f"{v['test'] + v['control']:,}",
+            # Sending nothing is no test: it has no control group to be compared with.
+            *(
+                ("-", "-", "-")
+                if camp == "(send nothing)"
+                else (
+                    f"{v['test']:,}",
+                    f"{v['control']:,}",
+                    f"{v['control'] / max(v['test'] + v['control'], 1):.1%}",
+                )
+            ),
         )
         for (camp, treat, reason), v in sorted(table.items())
     ]
-    right = {k: "right" for k in ("test", "control", "control share")}
+    right = {k: "right" for k in ("decisions", "test", "control", "control share")}
     print_table(
         "Decisions",
-        ["campaign", "treatment", "reason", "test", "control", "control share"],
+        ["campaign", "treatment", "reason", "decisions", "test", "control", "control share"],
         rows,
         justify=right,
         empty="no decisions",
