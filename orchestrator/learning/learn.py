@@ -273,8 +273,8 @@ def _gate(
 
     The statistic is the paired doubly robust difference of the two on the same held-out
     decisions (``paired_difference``), on incremental rewards. With nothing active yet the
-    reference is the logging policy (what was actually done): a first candidate acts once its
-    estimate is above that (see ``promotion``).
+    reference is the logging policy (what was actually done): a first candidate acts once it is
+    not worse than that.
     """
     current = versions.active(session)
     holdout = evaluation_days(recent, latest=eval_days)
@@ -344,13 +344,11 @@ def promotion(diff: Estimate, rule: str, *, has_active: bool) -> tuple[bool, str
     False
     >>> promotion(Estimate(-0.2, -0.5, 0.1, 0.15, 100), "not_worse_than_active", has_active=True)
     (True, 'not_worse_than_active')
-    >>> promotion(Estimate(-0.2, -0.5, 0.1, 0.15, 100), "not_worse_than_active", has_active=False)
-    (False, 'first policy, estimated above the logging policy')
     """
     if rule == "manual":
         return False, "manual"
     if not has_active:
-        return diff.value > 0.0, "first policy, estimated above the logging policy"
+        return diff.ci_high >= 0.0, "first policy, not worse than the logging policy"
     if rule == "lcb_beats_active":
         return diff.ci_low > 0.0, rule
     if rule == "estimate_beats_active":
