@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -126,8 +127,6 @@ class PlainProgress:
         self.last: dict[str, tuple[float, int]] = {}  # name -> (time, tenth) last written
 
     def __call__(self, name: str, done: int, total: int | None) -> None:
-        import time
-
         now = time.monotonic()
         start = self.started.setdefault(name, now)
         tenth = int(10 * done / total) if total else -1

@@ -91,6 +91,7 @@ def customers_show(
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
 ) -> None:
     """What the engine knows of one customer: attributes, segments, decisions, events."""
+    from orchestrator.engine.actions import NO_SEND_LABEL
     from orchestrator.reports.customer import customer_profile
 
     p = customer_profile(get_engine(), customer_id, limit=limit)
@@ -121,7 +122,7 @@ def customers_show(
         [
             (
                 d["run_date"],
-                d["campaign"] or "(send nothing)",
+                d["campaign"] or NO_SEND_LABEL,
                 d["treatment"],
                 d["channel"],
                 d["group"],

@@ -91,6 +91,7 @@ def run(
 
 
 def show_summary(report: Any) -> None:
+    from orchestrator.engine.actions import NO_SEND_LABEL
     from orchestrator.engine.partition import RunCounts
     from orchestrator.engine.stages import STAGES
 
@@ -121,7 +122,7 @@ def show_summary(report: Any) -> None:
     )
     by_action = RunCounts.from_json(c).by_action
     for (camp, treat, reason, group), n in by_action.items():
-        table[(camp or "(send nothing)", treat, reason)][group] += n
+        table[(camp or NO_SEND_LABEL, treat, reason)][group] += n
     rows = [
         (
             camp,
@@ -131,7 +132,7 @@ def show_summary(report: Any) -> None:
             # Sending nothing is no test: it has no control group to be compared with.
             *(
                 ("-", "-", "-")
-                if camp == "(send nothing)"
+                if camp == NO_SEND_LABEL
                 else (
                     f"{v['test']:,}",
                     f"{v['control']:,}",

@@ -127,7 +127,7 @@ def import_events(
             if inserted < source.rows_read - problems.count():  # some rows were known already
                 updated = seen.reconcile(conn, source, update=update)
             warnings = seen.known_without_ids(conn)
-        unknown = _unknown_customers(conn, int(before))
+        unknown = _unknown_customers(conn, source, int(before))
         if unknown[0]:
             what = (
                 f"{unknown[0]:,} new event(s) of {unknown[1]:,} customer(s) not in the customer "
@@ -169,17 +169,40 @@ def _where_customer(source: Source, customer_id: str | None) -> str:
     return source.label
 
 
-def _unknown_customers(conn: sa.Connection, after_id: int) -> tuple[int, int, str | None]:
+EXACT_COUNT = sa.text(
+    "SELECT COUNT(*), COUNT(DISTINCT e.customer_id), MIN(e.customer_id) FROM event e "
+    "WHERE e.id > :after AND NOT EXISTS "
+    "(SELECT 1 FROM customer c WHERE c.customer_id = e.customer_id)"
+)
+
+
+def _unknown_customers(
+    conn: sa.Connection, source: Source, after_id: int
+) -> tuple[int, int, str | None]:
     """(events, customers, the first customer id) among the events written after ``after_id``
-    whose customer is not in the customer table: one query on the new id range."""
-    row = conn.execute(
-        sa.text(
-            "SELECT COUNT(*), COUNT(DISTINCT e.customer_id), MIN(e.customer_id) FROM event e "
-            "WHERE e.id > :after AND NOT EXISTS "
-            "(SELECT 1 FROM customer c WHERE c.customer_id = e.customer_id)"
-        ),
-        {"after": after_id},
-    ).one()
+    whose customer is not in the customer table.
+
+    The exact count is an anti-join per new event (about 3.6 s a million on SQLite). When the
+    customer table is no larger than the file, reading its ids once (straight into Arrow) and
+    matching the file's costs a fraction of that, and in the common case (every customer
+    known) nothing else is needed; the exact count runs only when some id is not found."""
+    n_file = source.table.num_rows
+    if n_file == 0:
+        return 0, 0, None
+    n_customers = conn.execute(sa.text("SELECT COUNT(*) FROM customer")).scalar_one()
+    if n_customers <= n_file and "customer_id" in source.table.column_names:
+        from orchestrator.reports.columnar import Col, is_postgres, read_columns
+
+        known = read_columns(
+            conn,
+            [Col("customer_id", "c.customer_id", "text")],
+            from_sql="customer c",
+            chunk_key="0" if is_postgres(conn) else "c.rowid",
+        ).column("customer_id")
+        ids = pc.utf8_trim_whitespace(pc.cast(source.table.column("customer_id"), pa.string()))
+        if pc.all(pc.fill_null(pc.is_in(ids, value_set=known), True)).as_py():
+            return 0, 0, None
+    row = conn.execute(EXACT_COUNT, {"after": after_id}).one()
     return int(row[0]), int(row[1]), row[2]
 
 

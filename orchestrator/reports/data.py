@@ -546,22 +546,24 @@ def targeting_days(conn: sa.Connection, day: np.ndarray) -> np.ndarray:
     """Map run dates (day numbers) to the date of the refresh each run decided with, the run's
     ``segments_as_of``; a date whose run did not record it (begun before it was kept, or
     decisions imported from elsewhere) keeps its own date, as reports read it before."""
-    rows = conn.execute(
-        sa.text("SELECT run_date, segments_as_of FROM run WHERE segments_as_of IS NOT NULL")
+    from sqlmodel import col
+
+    from orchestrator.storage.models import Run
+
+    rows = conn.execute(  # typed columns: dates on both backends
+        sa.select(col(Run.run_date), col(Run.segments_as_of)).where(
+            col(Run.segments_as_of).is_not(None)
+        )
     ).all()
     out = np.asarray(day, np.int64)
     if not rows:
         return out
-    runs = np.array([day_number(_as_date(r[0])) for r in rows], np.int64)
-    seen = np.array([day_number(_as_date(r[1])) for r in rows], np.int64)
+    pairs = [(day_number(run), day_number(seen)) for run, seen in rows if seen is not None]
+    runs, seen = (np.array(v, np.int64) for v in zip(*pairs, strict=True))
     order = np.argsort(runs)
     runs, seen = runs[order], seen[order]
     at = np.clip(np.searchsorted(runs, out), 0, len(runs) - 1)
     return np.where(runs[at] == out, seen[at], out)
-
-
-def _as_date(v: date | str) -> date:
-    return v if isinstance(v, date) else date.fromisoformat(str(v)[:10])
 
 
 def label_values(values: pa.Array, kind: str) -> tuple[np.ndarray, list[str], bool]:

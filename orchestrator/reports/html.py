@@ -12,14 +12,7 @@ from html import escape
 from orchestrator.reports import plots
 from orchestrator.reports.personas import PersonaReport
 from orchestrator.reports.programme import ProgrammeReport
-from orchestrator.reports.render import (
-    UPLIFT_COLUMNS,
-    interval,
-    money,
-    p_text,
-    pct,
-    uplift_cells,
-)
+from orchestrator.reports.render import interval, money, p_text, pct, pick_columns
 from orchestrator.reports.uplift import UpliftReport, UpliftRow
 
 CSS = """
@@ -80,21 +73,26 @@ def _page(title: str, subtitle: str, body: Sequence[str]) -> str:
 
 
 def _rows_table(rows: Sequence[UpliftRow], by: Sequence[str]) -> str:
+    columns = pick_columns(wide=True)  # the terminal's --wide columns, cell for cell
     head = (
         '<th class="l">campaign</th>'
         + "".join(f'<th class="l">{escape(b)}</th>' for b in by)
         + "".join(
-            f'<th class="{"l" if c == "verdict" else ""}">{escape(c)}</th>' for c in UPLIFT_COLUMNS
+            f'<th class="{"l" if c.left else ""}">{escape(c.header.replace(chr(10), " "))}</th>'
+            for c in columns
         )
     )
     body = []
     for row in rows:
-        cells = uplift_cells(row)
         tds = (
             f'<td class="l">{escape(row.campaign)}</td>'
             + "".join(f'<td class="l">{escape(v)}</td>' for v in row.segment.values())
-            + "".join(f"<td>{escape(v)}</td>" for v in cells[:-1])
-            + f'<td class="l {_cls(row.verdict)}">{escape(cells[-1])}</td>'
+            + "".join(
+                f'<td class="l {_cls(row.verdict)}">{escape(c.cell(row))}</td>'
+                if c.key == "verdict"
+                else f'<td class="{"l" if c.left else ""}">{escape(c.cell(row))}</td>'
+                for c in columns
+            )
         )
         body.append(f"<tr>{tds}</tr>")
     return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'

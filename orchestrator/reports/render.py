@@ -71,41 +71,6 @@ def relative_text(row: UpliftRow) -> str:
     return f"{est} ({pct(row.relative_low, sign=True)} to {pct(row.relative_high, sign=True)})"
 
 
-UPLIFT_COLUMNS = (
-    "customers test",
-    "customers control",
-    "conv. test",
-    "conv. control",
-    "conv. uplift (95% CI)",
-    "value test",
-    "value control",
-    "uplift per\ndecision ±95%",
-    "relative",
-    "incremental\nvalue ±95%",
-    "q",
-    "verdict",
-)
-
-
-def uplift_cells(row: UpliftRow) -> list[str]:
-    return [
-        f"{row.n_test:,}",
-        f"{row.n_control:,}",
-        pct(row.conversion_test),
-        pct(row.conversion_control),
-        interval(pct(row.conversion_diff, sign=True), row.conversion_low, row.conversion_high, pct),
-        money(row.value_test),
-        money(row.value_control),
-        interval(money(row.uplift, sign=True), row.uplift_low, row.uplift_high, money),
-        relative_text(row),
-        interval(
-            money(row.incremental, sign=True), row.incremental_low, row.incremental_high, money
-        ),
-        p_text(row.q_value),
-        row.verdict + (f" ({row.note})" if row.note and row.status != "no_control" else ""),
-    ]
-
-
 def compact_money(x: float, *, sign: bool = False) -> str:
     """Money in at most about seven characters: 1,234.56, 12.3k, 4.56M (never cut by a table).
 
