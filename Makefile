@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check orchestrator policies simulations tests benchmarks examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator policies simulations tests benchmarks examples

@@ -145,6 +145,19 @@ def lints_on_noisy_logs(
     return greedy, float(v[np.arange(len(test)), draw].mean())
 
 
+def load_or_capture(args: argparse.Namespace, spec: Scenario) -> dict[str, Any]:
+    """The captured logs, from ``--cache`` when it exists (the capture takes minutes)."""
+    if args.cache is not None and args.cache.exists():
+        with np.load(args.cache, allow_pickle=False) as f:
+            data: dict[str, Any] = {k: f[k] for k in f.files}
+        data["names"], data["labels"] = list(data["names"]), list(data["labels"])
+        return data
+    data = capture(spec, args.customers, args.from_day + args.capture_days, args.from_day)
+    if args.cache is not None:
+        np.savez(args.cache, **{k: np.asarray(v) for k, v in data.items()})
+    return data
+
+
 def report(rows: Sequence[tuple[str, float]], oracle: float) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'per decision':<{width}}  {'value':>8}  {'share':>6}")
@@ -160,10 +173,13 @@ def main() -> None:
     ap.add_argument("--capture-days", type=int, default=6)
     ap.add_argument("--sizes", default="20000,60000,120000")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--cache", type=Path, help="an .npz file: read the captured logs from it, or write them"
+    )
     args = ap.parse_args()
     spec = load_scenario(args.scenario)
     started = time.perf_counter()
-    data = capture(spec, args.customers, args.from_day + args.capture_days, args.from_day)
+    data = load_or_capture(args, spec)
     n = len(data["x"])
     last = args.from_day + args.capture_days - 1
     took = time.perf_counter() - started

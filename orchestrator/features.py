@@ -24,9 +24,13 @@ COMPUTED_FEATURES: dict[str, str] = {
     "expected_purchases": "number",
     "expected_value": "number",
     "churn_risk": "number",
+    "p_buy_7d": "number",
+    "p_buy_30d": "number",
+    "days_to_next_purchase": "number",
     "discount_affinity": "number",
     "preferred_category": "string",
     "preferred_channel": "string",
+    "micro_segment": "string",
 }
 
 # Derived from attributes relative to the run date (null when the attribute is missing).

@@ -40,6 +40,7 @@ from orchestrator.imports.events import import_events
 from orchestrator.learning.learn import learn
 from orchestrator.plan import Plan
 from orchestrator.run import run_daily
+from orchestrator.segments.config import MicroConfig, SegmentConfig
 from orchestrator.segments.refresh import refresh_segments
 from orchestrator.storage.db import init_schema, make_engine
 from simulations.contenders import ROW_ATTRIBUTE, register_world, unregister_world
@@ -280,10 +281,13 @@ def run_contender(
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             load_world(engine, world, plan_data, folder, row_attribute=name == "oracle")
+            segments = segment_config(plan_data)
             for offset in range(days):
                 day = spec.start + timedelta(days=offset)
                 live.day = day
-                _one_day(engine, world, run, day, folder, name in LEARNERS, on_decided)
+                _one_day(
+                    engine, world, run, day, folder, name in LEARNERS, on_decided, segments
+                )
                 if progress:
                     progress(name, offset + 1, days)
         with engine.connect() as conn:
@@ -319,6 +323,13 @@ def load_world(
     import_events(engine, history, now=simulated_now(world.today))
 
 
+def segment_config(plan: dict[str, Any]) -> SegmentConfig:
+    """The daily refresh's settings: micro-segments only when the plan's rules use them (they
+    are no policy context, and clustering every simulated day would cost seconds a day)."""
+    uses = "micro_segment" in yaml.safe_dump(plan)
+    return SegmentConfig(micro=MicroConfig(enabled=uses))
+
+
 def _one_day(
     engine: sa.Engine,
     world: World,
@@ -327,8 +338,9 @@ def _one_day(
     folder: Path,
     learning: bool,
     on_decided: DayHook | None,
+    segments: SegmentConfig,
 ) -> None:
-    refresh_segments(engine, as_of=day - timedelta(days=1))
+    refresh_segments(engine, as_of=day - timedelta(days=1), config=segments)
     report = run_daily(engine, day=day)
     if on_decided is not None:
         on_decided(engine, day)

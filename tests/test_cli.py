@@ -247,7 +247,7 @@ def test_customers_show_tells_what_is_known_of_one_customer(cli_db: str, tmp_pat
     assert profile["attributes"]["country"] == "ES"
     assert profile["events_total"] == 2 and profile["amount_total"] == 20.0
     assert profile["features"]["frequency"] == 1 and profile["features_as_of"] == "2026-03-05"
-    assert {s["kind"] for s in profile["segments"]} == {"lifecycle", "rfm"}
+    assert {s["kind"] for s in profile["segments"]} == {"lifecycle", "rfm", "micro"}
     table = orch(cli_db, "customers", "show", "C1")
     assert table.returncode == 0 and "Segment history" in table.stdout
     unknown = orch(cli_db, "customers", "show", "Z9")

@@ -66,7 +66,46 @@ def refresh(
     console.print(f"customers entering a new segment: {changes}")
     _counts_table("Lifecycle stages", result.lifecycle, result.customers)
     _counts_table("RFM cells", result.rfm, result.purchasers)
+    _micro_stages(result.model)
     _model_summary(result.model)
+
+
+def _micro_stages(model: dict[str, Any]) -> None:
+    """Clusters per stage, as the refresh chose them."""
+    stages = (model.get("micro_segments") or {}).get("stages") or {}
+    if not stages:
+        return
+    print_table(
+        "Micro-segments (behaviour clusters inside each stage; `orch segments model` names them)",
+        ["stage", "clusters", "silhouette", "largest"],
+        [
+            (
+                stage,
+                str(fit["k"]),
+                "" if fit["silhouette"] is None else f"{fit['silhouette']:.2f}",
+                max(fit["clusters"], key=lambda c: c["size"])["name"] if fit["clusters"] else "",
+            )
+            for stage, fit in stages.items()
+        ],
+        justify={"clusters": "right", "silhouette": "right"},
+    )
+
+
+def _micro_clusters(model: dict[str, Any]) -> None:
+    """Every micro-segment: its label (for rules and reports), name and size."""
+    stages = (model.get("micro_segments") or {}).get("stages") or {}
+    rows = [
+        (c["label"], c["name"], f"{c['size']:,}")
+        for fit in stages.values()
+        for c in fit["clusters"]
+    ]
+    if rows:
+        print_table(
+            "Micro-segments (rule field micro_segment, report --by micro)",
+            ["micro_segment", "what sets it apart in its stage", "customers"],
+            rows,
+            justify={"customers": "right"},
+        )
 
 
 def _counts_table(title: str, counts: dict[str, int], total: int) -> None:
@@ -171,6 +210,7 @@ def model(as_json: bool = JSON_OPT) -> None:
             f"frequency and order value {gg['frequency_value_correlation']:+.3f} "
             "(the model assumes none)"
         )
+    _micro_clusters(stored)
     for note in stored.get("notes", []):
         err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
 
@@ -179,7 +219,9 @@ def model(as_json: bool = JSON_OPT) -> None:
 def transitions(
     start: str = typer.Option(..., "--from", help="First day (YYYY-MM-DD)."),
     end: str = typer.Option(..., "--to", help="Second day (YYYY-MM-DD)."),
-    kind: str = typer.Option("lifecycle", "--kind", help="lifecycle or rfm."),
+    kind: str = typer.Option(
+        "lifecycle", "--kind", help="lifecycle, rfm or micro (micro-segments)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Migration matrix: customers by segment on --from (rows) and on --to (columns)."""

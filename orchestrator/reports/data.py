@@ -39,8 +39,9 @@ from orchestrator.reports.columnar import (
     sqlite_file,
 )
 from orchestrator.rewards import mature_rewards
+from orchestrator.segments.history import SEGMENT_KINDS as HISTORY_KINDS
 
-SEGMENT_KINDS = ("lifecycle", "rfm")
+SEGMENT_KINDS = tuple(HISTORY_KINDS)  # recorded in segment_history: the value at decision time
 SPECIAL = ("treatment", "step", *SEGMENT_KINDS)
 MAX_LEVELS = 20
 N_QUANTILES = 5
@@ -638,8 +639,7 @@ def segments(conn: sa.Connection, data: Outcomes, names: Sequence[str]) -> list[
             if values is None:
                 raise InputError(
                     f"--by {name}: no {name} segment history yet (run the segmentation refresh, "
-                    f"or use --by {'lifecycle_stage' if name == 'lifecycle' else 'rfm_cell'} "
-                    "for today's segment)"
+                    f"or use --by {HISTORY_KINDS[name]} for today's segment)"
                 )
             codes, labels, _ = label_values(values, "string")
             out.append(Segment(name, codes, labels, "segment"))

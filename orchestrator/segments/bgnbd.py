@@ -245,6 +245,33 @@ def expected_purchases(params: BgNbdParams, t: float, x: Array, t_x: Array, T: A
     return (a + b + x - 1) / (a - 1) * bracket * p_alive(params, x, t_x, T)
 
 
+def p_purchase_within(params: BgNbdParams, t: float, x: Array, t_x: Array, T: Array) -> Array:
+    """P(at least one purchase in ``(T, T + t]`` | x, t_x, T); (n,).
+
+    A customer drops out only right after a purchase, so one who is alive at ``T`` makes the
+    next purchase before any dropout: P(none in the window | alive) is ``E[exp(-λ t)]`` under
+    λ's posterior given alive, ``Gamma(r + x, alpha + T)``, which is
+    ``((alpha + T) / (alpha + T + t)) ** (r + x)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64)
+    none = np.exp((params.r + x) * np.log1p(-t / (params.alpha + T + t)))
+    return p_alive(params, x, t_x, T) * (1.0 - none)
+
+
+def median_time_to_next(params: BgNbdParams, x: Array, T: Array) -> Array:
+    """Median time from ``T`` to the next purchase of a customer still alive at ``T``; (n,).
+
+    The wait is exponential at rate λ ~ Gamma(r + x, alpha + T) (a Lomax law), whose median is
+    ``(alpha + T) (2 ** (1 / (r + x)) - 1)``. It is always finite (the mean is not when
+    ``r + x <= 1``), and it says nothing of the chance that the customer has left: that is
+    ``p_alive``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64)
+    return (params.alpha + T) * np.expm1(np.log(2.0) / (params.r + x))
+
+
 def expected_repeat_purchases(params: BgNbdParams, t: Array | float) -> Array:
     """Expected repeat purchases in ``(0, t]`` of a new customer, E[X(t)] (equation 9)."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b

@@ -133,12 +133,41 @@ class ModelConfig(_Strict):
     max_iterations: int = Field(default=500, ge=10, description="Optimizer iteration limit.")
 
 
+class MicroConfig(_Strict):
+    """Behaviour clusters inside each lifecycle stage (see :mod:`orchestrator.segments.micro`)."""
+
+    enabled: bool = Field(default=True, description="Compute micro-segments at each refresh.")
+    min_clusters: int = Field(default=2, ge=1, le=50, description="Fewest clusters per stage.")
+    max_clusters: int = Field(default=8, ge=1, le=50, description="Most clusters per stage.")
+    keep_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Keep the last refresh's cluster count unless another beats its silhouette "
+        "by more than this.",
+    )
+    fit_sample: int = Field(
+        default=50_000, ge=100, description="Customers per stage the clusters are fitted on."
+    )
+    seed: int = Field(default=0, description="Seed of the sampling and the k-means starts.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MicroConfig:
+        if self.min_clusters > self.max_clusters:
+            raise ValueError(
+                f"min_clusters ({self.min_clusters}) must not exceed max_clusters "
+                f"({self.max_clusters})"
+            )
+        return self
+
+
 class SegmentConfig(_Strict):
     """Everything the refresh can be told; the defaults are what `orch segments refresh` uses."""
 
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    micro: MicroConfig = Field(default_factory=MicroConfig)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -18,7 +18,11 @@ import sqlalchemy as sa
 from orchestrator.errors import InputError
 
 # Segment kinds recorded in segment_history, and the customer_features column of each.
-SEGMENT_KINDS: dict[str, str] = {"lifecycle": "lifecycle_stage", "rfm": "rfm_cell"}
+SEGMENT_KINDS: dict[str, str] = {
+    "lifecycle": "lifecycle_stage",
+    "rfm": "rfm_cell",
+    "micro": "micro_segment",
+}
 
 
 def _day_param(name: str) -> sa.BindParameter[Any]:

@@ -35,6 +35,12 @@ from orchestrator.segments import behaviour
 from orchestrator.segments.config import SegmentConfig
 from orchestrator.segments.history import SEGMENT_KINDS, last_history_day, record_history
 from orchestrator.segments.lifecycle import lifecycle_stages
+from orchestrator.segments.micro import (
+    MicroSegments,
+    behaviour_features,
+    fit_micro_segments,
+    mix,
+)
 from orchestrator.segments.model_store import MODEL_VERSION, json_safe, load_model, store_model
 from orchestrator.segments.rfm import RfmScores, score_rfm
 from orchestrator.segments.summary import PurchaseHistory, summarize
@@ -54,7 +60,8 @@ from orchestrator.storage.bulk import (
 )
 from orchestrator.storage.models import utcnow
 
-STEPS = ("check", "read", "summarize", "model", "score", "write", "history")
+STEPS = ("check", "read", "summarize", "model", "score", "cluster", "write", "history")
+MIX_TOP = 8  # categories (channels) whose purchase shares the micro-segments see
 FETCH_ROWS = 200_000
 EPOCH = date(1970, 1, 1)
 EVENT_COLUMNS = ("customer_id", "day", "is_return", "amount", "discount", "category", "channel")
@@ -300,6 +307,10 @@ def refresh_segments(
     ch_codes, ch_names = _codes(events.column("channel").filter(pa.array(buy)))
     category = behaviour.preferred(b_owner, cat_codes, b_day, n)
     channel = behaviour.preferred(b_owner, ch_codes, b_day, n)
+    mixes = (
+        mix(b_owner, cat_codes, cat_names, n, MIX_TOP),
+        mix(b_owner, ch_codes, ch_names, n, MIX_TOP),
+    )
     del events, owner
     step("summarize")
 
@@ -313,6 +324,25 @@ def refresh_segments(
     scores = score_rfm(history.recency, history.repeats, history.net_spend, config.rfm)
     step("score")
 
+    micro = None
+    if config.micro.enabled:
+        micro = fit_micro_segments(
+            behaviour_features(
+                history.recency,
+                history.repeats.astype(np.float64),
+                history.net_spend,
+                history.tenure,
+                affinity,
+                *mixes,
+            ),
+            stages,
+            LIFECYCLE_STAGES,
+            config.micro,
+            (previous or {}).get("micro_segments"),
+        )
+    del mixes
+    step("cluster")
+
     features = _features_table(
         ids,
         as_of,
@@ -323,6 +353,7 @@ def refresh_segments(
         affinity,
         _names(category, cat_names),
         _names(channel, ch_names),
+        micro,
         now or utcnow(),
     )
     report = model_report(model)
@@ -336,6 +367,7 @@ def refresh_segments(
             "purchasers": int(bought.sum()),
             "repeat_customers": int((history.repeats > 0).sum()),
             **report,
+            "micro_segments": micro.to_json() if micro is not None else None,
         }
     )
     changes: dict[str, int] = {}
@@ -374,6 +406,7 @@ def _features_table(
     affinity: np.ndarray,
     category: pa.Array,
     channel: pa.Array,
+    micro: MicroSegments | None,
     now: datetime,
 ) -> pa.Table:
     n = len(ids)
@@ -395,9 +428,15 @@ def _features_table(
             "expected_purchases": _float_array(values.expected_purchases),
             "expected_value": _float_array(values.expected_value),
             "churn_risk": _float_array(values.churn_risk),
+            "p_buy_7d": _float_array(values.p_buy_7d),
+            "p_buy_30d": _float_array(values.p_buy_30d),
+            "days_to_next_purchase": _float_array(values.days_to_next_purchase),
             "discount_affinity": _float_array(affinity),
             "preferred_category": category,
             "preferred_channel": channel,
+            "micro_segment": (
+                _names(micro.codes, micro.labels) if micro is not None else pa.nulls(n, pa.string())
+            ),
             "updated_at": pa.array(np.full(n, np.datetime64(now, "us")), pa.timestamp("us")),
         }
     )

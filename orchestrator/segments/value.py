@@ -1,9 +1,11 @@
 """Predicted value: BG/NBD for how many purchases, Gamma-Gamma for how much each, per customer.
 
 ``expected_value = expected_purchases x expected_order_value`` over the horizon, and
-``churn_risk = 1 - p_alive``. Customers without a purchase get no prediction (NaN). A model is
-not fitted when there are too few customers to fit it; the notes say why, and its predictions
-stay NaN.
+``churn_risk = 1 - p_alive``. Time to the next purchase: ``p_buy_7d`` and ``p_buy_30d``, the
+probability of at least one purchase in the next 7 and 30 days, and ``days_to_next_purchase``,
+the median wait of a customer who is still active. Customers without a purchase get no
+prediction (NaN). A model is not fitted when there are too few customers to fit it; the notes say
+why, and its predictions stay NaN.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from orchestrator.segments.summary import PurchaseHistory
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 BUCKETS = 7  # frequency buckets 0..6 and 7+
+P_BUY_DAYS = (7, 30)  # windows of the next-purchase probabilities
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class ValuePredictions:
     expected_purchases: np.ndarray
     expected_order_value: np.ndarray
     expected_value: np.ndarray
+    p_buy_7d: np.ndarray  # P(at least one purchase in the next 7 days)
+    p_buy_30d: np.ndarray
+    days_to_next_purchase: np.ndarray  # median wait, if the customer is still active
 
     @property
     def churn_risk(self) -> np.ndarray:
@@ -125,6 +131,8 @@ def predict_value(model: ValueModel, history: PurchaseHistory) -> ValuePredictio
     p_alive = np.full(n, np.nan)
     purchases = np.full(n, np.nan)
     order_value = np.full(n, np.nan)
+    p_buy = {days: np.full(n, np.nan) for days in P_BUY_DAYS}
+    to_next = np.full(n, np.nan)
     x, t_x, T, who = model_inputs(history, model.unit)
     if model.bgnbd is not None and len(who):
         params = model.bgnbd.params
@@ -133,6 +141,9 @@ def predict_value(model: ValueModel, history: PurchaseHistory) -> ValuePredictio
         p_alive[who] = bgnbd.p_alive(params, ux, ut, uT)[at]
         horizon = model.horizon_days / model.unit
         purchases[who] = bgnbd.expected_purchases(params, horizon, ux, ut, uT)[at]
+        for days, out in p_buy.items():
+            out[who] = bgnbd.p_purchase_within(params, days / model.unit, ux, ut, uT)[at]
+        to_next[who] = bgnbd.median_time_to_next(params, ux, uT)[at] * model.unit
     if model.gamma_gamma is not None and len(who):
         m = np.nan_to_num(history.repeat_order_value[who], nan=0.0)
         order_value[who] = gamma_gamma.expected_order_value(
@@ -143,6 +154,9 @@ def predict_value(model: ValueModel, history: PurchaseHistory) -> ValuePredictio
         expected_purchases=purchases,
         expected_order_value=order_value,
         expected_value=purchases * order_value,
+        p_buy_7d=p_buy[7],
+        p_buy_30d=p_buy[30],
+        days_to_next_purchase=to_next,
     )
 
 

@@ -70,9 +70,13 @@ class CustomerFeatures(SQLModel, table=True):
     expected_purchases: float | None = None
     expected_value: float | None = None
     churn_risk: float | None = None
+    p_buy_7d: float | None = None
+    p_buy_30d: float | None = None
+    days_to_next_purchase: float | None = None
     discount_affinity: float | None = None
     preferred_category: str | None = Field(default=None, max_length=64)
     preferred_channel: str | None = Field(default=None, max_length=64)
+    micro_segment: str | None = Field(default=None, max_length=64)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
 
 

@@ -231,3 +231,41 @@ def test_the_time_unit_does_not_change_the_predictions() -> None:
         rtol=2e-3,
         atol=1e-4,
     )
+
+
+def test_p_purchase_within_matches_what_simulated_customers_then_do() -> None:
+    # Monte Carlo of the model itself: histories up to T, then whether anything was bought in
+    # the next 7 and 30 days, against the predicted probability, overall and by what was seen.
+    rng = np.random.default_rng(5)
+    n, unit = 6_000, 7.0  # CDNOW is in weeks
+    T = rng.uniform(20, 60, size=n)
+    for days in (7.0, 30.0):
+        x, t_x, future = _simulate_with_holdout(CDNOW, T, days / unit, rng)
+        p = bgnbd.p_purchase_within(CDNOW, days / unit, x, t_x, T)
+        assert np.all((p >= 0) & (p <= 1))
+        bought = future > 0
+        for group in (np.ones(n, bool), x == 0, (x > 0) & (x <= 2), x > 2):
+            k = int(group.sum())
+            # 4 binomial standard errors of the observed share.
+            tolerance = 4 * math.sqrt(max(p[group].mean() * (1 - p[group].mean()), 1e-4) / k)
+            assert abs(p[group].mean() - bought[group].mean()) < tolerance, (days, k)
+
+
+def test_p_purchase_within_grows_with_the_window_and_is_capped_by_p_alive() -> None:
+    x = np.array([0.0, 1.0, 4.0, 10.0])
+    t_x = np.array([0.0, 5.0, 30.0, 10.0])
+    T = np.full(4, 40.0)
+    week = bgnbd.p_purchase_within(SHOP, 7.0, x, t_x, T)
+    month = bgnbd.p_purchase_within(SHOP, 30.0, x, t_x, T)
+    forever = bgnbd.p_purchase_within(SHOP, 1e9, x, t_x, T)
+    assert np.all(week < month)
+    np.testing.assert_allclose(forever, bgnbd.p_alive(SHOP, x, t_x, T), atol=1e-5)
+
+
+def test_median_time_to_next_is_the_median_of_the_posterior_wait() -> None:
+    rng = np.random.default_rng(3)
+    for x, T in ((0.0, 10.0), (3.0, 40.0), (12.0, 90.0)):
+        lam = rng.gamma(SHOP.r + x, 1 / (SHOP.alpha + T), size=200_000)
+        waits = rng.exponential(1 / lam)
+        got = float(bgnbd.median_time_to_next(SHOP, np.array([x]), np.array([T]))[0])
+        assert got == pytest.approx(float(np.median(waits)), rel=0.03)

@@ -56,10 +56,18 @@ def test_refresh_model_and_transitions_in_process(shop: sa.Engine, db_url: str) 
     assert second.exit_code == 0, second.output
     data = json.loads(second.stdout)
     assert data["as_of"] == "2026-03-31" and data["customers"] == 301
-    assert set(data["history_changes"]) == {"lifecycle", "rfm"}
+    assert set(data["history_changes"]) == {"lifecycle", "rfm", "micro"}
+    assert "Micro-segments" in first.output
     shown = invoke(db_url, "model")
     assert shown.exit_code == 0, shown.output
-    for text in ("BG/NBD", "alpha", "Gamma-Gamma", "observed vs expected", "log-likelihood"):
+    for text in (
+        "BG/NBD",
+        "alpha",
+        "Gamma-Gamma",
+        "observed vs expected",
+        "log-likelihood",
+        "active.1",
+    ):
         assert text in shown.output
     model = json.loads(invoke(db_url, "model", "--json").stdout)
     assert model["as_of"] == "2026-03-31" and model["bgnbd"]["converged"]

@@ -93,6 +93,7 @@ def test_features_of_every_kind_of_customer(engine: sa.Engine) -> None:
     # Three customers are too few to fit a model: said so, and no predictions.
     assert any("not fitted" in note for note in result.model["notes"])
     assert a["p_alive"] is None and a["expected_value"] is None
+    assert a["p_buy_7d"] is None and a["days_to_next_purchase"] is None
 
 
 def test_models_are_fitted_stored_and_applied(engine: sa.Engine) -> None:
@@ -117,6 +118,8 @@ def test_models_are_fitted_stored_and_applied(engine: sa.Engine) -> None:
     for r in rows:
         assert r["churn_risk"] == pytest.approx(1 - r["p_alive"])
         assert r["expected_purchases"] >= 0 and r["expected_value"] >= 0
+        assert 0 <= r["p_buy_7d"] <= r["p_buy_30d"] <= r["p_alive"] + 1e-12
+        assert r["days_to_next_purchase"] > 0
     # A longer horizon, in weeks: more expected purchases, the same P(alive).
     weeks = SegmentConfig(model=ModelConfig(time_unit="weeks", horizon_days=180))
     refresh_segments(engine, as_of=as_of, config=weeks)
