@@ -1,9 +1,14 @@
-"""`orch export`: the send list of a run date (test group only), with each treatment's payload."""
+"""`orch export`: the send list of a run date (test group only), with each treatment's payload.
+
+A payload value that names a customer field in braces (``category: "{next_category}"``) carries
+each customer's own value of it: a cross-sell template gets the category to show.
+"""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -12,6 +17,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from orchestrator.errors import InputError
+from orchestrator.plan import payload_fields
 from orchestrator.storage.db import require_schema
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -59,7 +65,9 @@ def export_send_list(
             ),
             params,
         ).all()
-    payloads = [orjson.loads(r[7]) if r[7] else {} for r in rows]
+        payloads = _personalized(
+            conn, [r[0] for r in rows], [orjson.loads(r[7]) if r[7] else {} for r in rows]
+        )
     keys = sorted({k for p in payloads for k in p})
     columns: dict[str, list[object]] = {
         "customer_id": [r[0] for r in rows],
@@ -84,6 +92,28 @@ def export_send_list(
             for row in table.to_pylist():
                 fh.write(orjson.dumps(row) + b"\n")
     return len(rows)
+
+
+def _personalized(
+    conn: sa.Connection, customers: list[str], payloads: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Payload values that name a customer field (``"{next_category}"``) replaced by each
+    customer's value of it now (null where the customer has none)."""
+    refs = {name for p in payloads for name in payload_fields(p).values()}
+    if not refs:
+        return payloads
+    from orchestrator.reports.data import customer_columns
+
+    ids = pa.array(customers, pa.string())
+    values = {
+        name: col.to_pylist()
+        for name, (col, _) in customer_columns(conn, ids, sorted(refs)).items()
+    }
+    out = []
+    for i, payload in enumerate(payloads):
+        fields = payload_fields(payload)
+        out.append({k: values[fields[k]][i] if k in fields else v for k, v in payload.items()})
+    return out
 
 
 def _scalar(value: object) -> str | None:

@@ -31,6 +31,8 @@ COMPUTED_FEATURES: dict[str, str] = {
     "preferred_category": "string",
     "preferred_channel": "string",
     "micro_segment": "string",
+    "next_category": "string",
+    "next_category_confidence": "number",
 }
 
 # Derived from attributes relative to the run date (null when the attribute is missing).

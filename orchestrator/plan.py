@@ -434,6 +434,23 @@ def plan_error(problems: list[str]) -> PlanError:
 # --- whole-plan checks ---------------------------------------------------------------------
 
 
+FIELD_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def payload_fields(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The payload keys whose value is a customer field reference (``"{next_category}"``): the
+    send list carries each customer's own value of that field there.
+
+    >>> payload_fields({"template": "xsell", "category": "{next_category}", "n": 3})
+    {'category': 'next_category'}
+    """
+    out: dict[str, str] = {}
+    for key, value in payload.items():
+        if isinstance(value, str) and (found := FIELD_REF.fullmatch(value.strip())):
+            out[key] = found.group(1)
+    return out
+
+
 def check_plan(
     plan: Plan,
     source: PlanSource | None = None,
@@ -511,6 +528,14 @@ def check_plan(
             Rule.compile(c.target, schema)
         except RuleError as exc:
             add(("campaigns", i, "target"), _rule_problem(exc, c.target))
+        for j, t in enumerate(c.treatments):
+            for key, name in payload_fields(t.payload).items():
+                if name not in schema:
+                    add(
+                        ("campaigns", i, "treatments", j, "payload", key),
+                        f"{{{name}}} names no customer field; use a computed feature "
+                        "(next_category, micro_segment...) or a declared attribute",
+                    )
 
     _check_journeys(plan, add, schema, owners)
 

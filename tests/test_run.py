@@ -425,3 +425,37 @@ def test_impossible_run_arguments_are_refused_before_anything_is_written(
         run_daily(ready, **args)
     assert snapshot(ready) == before
     assert run_daily(ready, day=DAY, batch_size=100).status == "done"  # nothing left blocking
+
+
+def test_a_payload_field_reference_carries_each_customers_value(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    # A cross-sell template gets the category to show: the customer's next_category, here
+    # set by hand; the country comes from the customer's attributes.
+    plan = PLAN.read_text().replace(
+        "payload: {template: cs-bogo}",
+        'payload: {template: cs-bogo, category: "{next_category}", country: "{country}"}',
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan)
+    admin.apply_plan_file(engine, path, actor="test")
+    ids = seed_customers(engine, 300)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE customer_features SET next_category = 'home' WHERE customer_id < :c"),
+            {"c": ids[150]},
+        )
+    run_daily(engine, day=DAY)
+    out = tmp_path / "sends.parquet"
+    export_send_list(engine, day=DAY, out=out)
+    rows = [r for r in pq.read_table(out).to_pylist() if r["treatment_id"] == "bogo"]
+    assert rows
+    for r in rows:
+        assert r["payload_category"] == ("home" if r["customer_id"] < ids[150] else None)
+        assert r["payload_country"] in {"ES", "FR", "DE"}
+    other = [r for r in pq.read_table(out).to_pylist() if r["treatment_id"] == "pct10"]
+    assert all(r["payload_category"] is None for r in other)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan.replace("{next_category}", "{next_categry}"))
+    with pytest.raises(PlanError, match="next_categry.*names no customer field"):
+        admin.apply_plan_file(engine, bad, actor="test")

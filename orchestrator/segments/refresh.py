@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from orchestrator.errors import InputError
 from orchestrator.features import LIFECYCLE_STAGES
-from orchestrator.segments import behaviour
+from orchestrator.segments import basket, behaviour
 from orchestrator.segments.config import SegmentConfig
 from orchestrator.segments.history import SEGMENT_KINDS, last_history_day, record_history
 from orchestrator.segments.lifecycle import lifecycle_stages
@@ -220,6 +220,15 @@ def _codes(values: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     return codes, encoded.dictionary.to_pylist()
 
 
+def _top_codes(codes: np.ndarray, names: list[str], top: int) -> tuple[np.ndarray, list[str]]:
+    """Codes of the ``top`` most frequent values renumbered 0.., every other value -1."""
+    counts = np.bincount(codes[codes >= 0], minlength=len(names))
+    keep = [int(c) for c in np.argsort(-counts, kind="stable")[:top] if counts[c] > 0]
+    remap = np.full(len(names) + 1, -1, dtype=np.int32)
+    remap[keep] = np.arange(len(keep))
+    return remap[np.where(codes >= 0, codes, len(names))], [names[c] for c in keep]
+
+
 def _float_array(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.float64(), from_pandas=True)  # NaN becomes null
 
@@ -311,6 +320,8 @@ def refresh_segments(
         mix(b_owner, cat_codes, cat_names, n, MIX_TOP),
         mix(b_owner, ch_codes, ch_names, n, MIX_TOP),
     )
+    top_codes, top_names = _top_codes(cat_codes, cat_names, basket.MAX_CATEGORIES)
+    bought = basket.baskets(b_owner, top_codes, n, len(top_names))
     del events, owner
     step("summarize")
 
@@ -341,6 +352,12 @@ def refresh_segments(
             (previous or {}).get("micro_segments"),
         )
     del mixes
+    groups, group_labels = (
+        (micro.codes, list(micro.labels)) if micro is not None else (stages, list(LIFECYCLE_STAGES))
+    )
+    rules = basket.count_rules(bought, groups, len(group_labels), top_names)
+    next_code, next_confidence = basket.next_categories(bought, groups, rules)
+    del bought
     step("cluster")
 
     features = _features_table(
@@ -354,6 +371,7 @@ def refresh_segments(
         _names(category, cat_names),
         _names(channel, ch_names),
         micro,
+        (_names(next_code, top_names), next_confidence),
         now or utcnow(),
     )
     report = model_report(model)
@@ -368,6 +386,7 @@ def refresh_segments(
             "repeat_customers": int((history.repeats > 0).sum()),
             **report,
             "micro_segments": micro.to_json() if micro is not None else None,
+            "cross_sell": basket.top_rules(rules, group_labels),
         }
     )
     changes: dict[str, int] = {}
@@ -407,6 +426,7 @@ def _features_table(
     category: pa.Array,
     channel: pa.Array,
     micro: MicroSegments | None,
+    next_category: tuple[pa.Array, np.ndarray],
     now: datetime,
 ) -> pa.Table:
     n = len(ids)
@@ -437,6 +457,8 @@ def _features_table(
             "micro_segment": (
                 _names(micro.codes, micro.labels) if micro is not None else pa.nulls(n, pa.string())
             ),
+            "next_category": next_category[0],
+            "next_category_confidence": _float_array(next_category[1]),
             "updated_at": pa.array(np.full(n, np.datetime64(now, "us")), pa.timestamp("us")),
         }
     )

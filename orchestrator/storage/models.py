@@ -77,6 +77,8 @@ class CustomerFeatures(SQLModel, table=True):
     preferred_category: str | None = Field(default=None, max_length=64)
     preferred_channel: str | None = Field(default=None, max_length=64)
     micro_segment: str | None = Field(default=None, max_length=64)
+    next_category: str | None = Field(default=None, max_length=64)
+    next_category_confidence: float | None = None
     updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime())
 
 
