@@ -28,6 +28,8 @@ COMPUTED_FEATURES: dict[str, str] = {
     "p_buy_30d": "number",
     "days_to_next_purchase": "number",
     "discount_affinity": "number",
+    "mean_discount": "number",
+    "mean_order_value": "number",
     "preferred_category": "string",
     "preferred_channel": "string",
     "micro_segment": "string",

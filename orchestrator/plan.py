@@ -185,6 +185,34 @@ class PolicySettings(_Strict):
     )
 
 
+class BandSpec(_Strict):
+    """Named ranges of a number for reports (``orch report customers --by NAME``)."""
+
+    field: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The number to cut.")
+    edges: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        description="Increasing upper bounds (a value v is in the first bin with v <= edge; "
+        "above the last, the last bin); none: quintiles.",
+    )
+    labels: list[str] | None = Field(default=None, description="One per bin: len(edges) + 1.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BandSpec:
+        steps = zip(self.edges or [], (self.edges or [])[1:], strict=False)
+        if any(b <= a for a, b in steps):
+            raise ValueError(f"edges must increase, got {self.edges}")
+        if self.labels is not None:
+            if self.edges is None:
+                raise ValueError("labels need edges (quintile bands are labelled by their range)")
+            if len(self.labels) != len(self.edges) + 1:
+                raise ValueError(
+                    f"{len(self.edges)} edges make {len(self.edges) + 1} bins, got "
+                    f"{len(self.labels)} labels"
+                )
+        return self
+
+
 class PlanSettings(_Strict):
     timezone: str = "UTC"
     run_at: str = Field(
@@ -199,6 +227,10 @@ class PlanSettings(_Strict):
     )
     salt: str = Field(default="orch", min_length=1, description="Seeds test/control hashing.")
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    bands: dict[str, BandSpec] = Field(
+        default_factory=dict,
+        description="Report bands by name (discount_band, order_value_band are built in).",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -620,6 +652,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         return value
 
     data = clean(plan.model_dump(mode="python"))
+    if not data["settings"]["bands"]:
+        del data["settings"]["bands"]
     for camp in data["campaigns"]:
         for t in camp["treatments"]:
             for key in ("features", "payload"):

@@ -1,4 +1,4 @@
-"""`orch report uplift | programme | personas` and `orch decisions import`."""
+"""`orch report uplift | programme | personas | customers` and `orch decisions import`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ decisions_app = new_app("The decision log: bring in past test/control experiment
 UPLIFT_FORMATS = ("table", "json", "csv", "html", "png")
 PERSONA_FORMATS = ("table", "json", "html", "png")
 PROGRAMME_FORMATS = ("table", "json")
+CUSTOMERS_FORMATS = ("table", "json", "csv")
 
 CAMPAIGN = typer.Option(None, "--campaign", help="Only this campaign.")
 TREATMENT = typer.Option(
@@ -325,6 +326,67 @@ def personas(
         from orchestrator.reports.plots import persona_plot
 
         _write_pngs(out, "personas", [("tree", persona_plot(report))])
+
+
+@report_app.command("customers")
+def customers(
+    by: str = typer.Option(
+        "lifecycle_stage",
+        "--by",
+        help="Layers, comma-separated: bands (discount_band, order_value_band, the plan's "
+        "settings.bands), computed features, attributes.",
+    ),
+    tree: bool = typer.Option(
+        True, "--tree/--no-tree", help="Also show what separates high from low future value."
+    ),
+    features: str | None = typer.Option(
+        None,
+        "--features",
+        help="The tree's candidate fields, comma-separated (default: bands, attributes, "
+        "segments and behaviour; not the value model's own inputs).",
+    ),
+    min_leaf: int = typer.Option(100, "--min-leaf", help="Fewest customers in a tree group."),
+    max_depth: int = typer.Option(3, "--max-depth", help="Most conditions in a tree group (1-8)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random halves."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv (the layers)."),
+    out: str | None = OUT,
+) -> None:
+    """Predicted future value (with 95% intervals) and customer counts by any layers.
+
+    Uses the latest segmentation refresh (`orch segments refresh`); the tree's groups are found
+    on one random half of the customers and valued on the other.
+    """
+    from orchestrator.reports.future_value import future_value_report
+    from orchestrator.reports.render import customers_csv, customers_tables
+    from orchestrator.storage.plan_repo import read_plan
+
+    _choice(fmt, CUSTOMERS_FORMATS)
+    if not 1 <= max_depth <= 8:
+        raise InputError(f"--max-depth: must be 1-8, got {max_depth}")
+    if min_leaf < 1:
+        raise InputError(f"--min-leaf: must be at least 1, got {min_leaf}")
+    from sqlmodel import Session
+
+    engine = get_engine()
+    with Session(engine) as session:
+        bands = read_plan(session).settings.bands
+    with err_console.status("predicted future value by layer"):
+        report = future_value_report(
+            engine,
+            by=_split(by),
+            bands=bands,
+            tree=tree and fmt != "csv",
+            tree_features=_split(features) or None,
+            min_leaf=min_leaf,
+            depth=max_depth,
+            seed=seed,
+        )
+    if fmt == "json":
+        _write_json(report.as_dict(), out)
+    elif fmt == "csv":
+        _write(customers_csv(report), out)
+    else:
+        _write_rich(customers_tables(report), out)
 
 
 @decisions_app.command("import")

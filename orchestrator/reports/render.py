@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from orchestrator.reports.future_value import FutureValueReport
 from orchestrator.reports.personas import PersonaReport
 from orchestrator.reports.programme import ProgrammeReport
 from orchestrator.reports.uplift import UpliftReport, UpliftRow
@@ -398,3 +399,64 @@ def persona_tree(report: PersonaReport) -> Group:
             Text(f"note: {report.still_open:,} decisions are still open, not counted", style="dim")
         )
     return Group(*parts)
+
+
+def customers_tables(report: FutureValueReport) -> Group:
+    """Future value by layer, then the honest tree's groups."""
+    horizon = f" over {report.horizon_days} days" if report.horizon_days else ""
+    as_of = f" as of {report.as_of}" if report.as_of else ""
+    o = report.overall
+    head = Text(
+        f"Predicted future value{horizon}{as_of}: {report.customers:,} customers with a "
+        f"prediction, {compact_money(o.mean)} each on average "
+        f"[{compact_money(o.ci_low)}, {compact_money(o.ci_high)}], {compact_money(o.total)} in all",
+        style="bold",
+    )
+    parts: list[Any] = [head]
+    if report.rows:
+        table = Table(header_style="bold", box=box.SIMPLE_HEAD)
+        for name in report.by:
+            table.add_column(name)
+        for label in ("customers", "share", "future value each (95% CI)", "total"):
+            table.add_column(label, justify="right")
+        for r in report.rows:
+            table.add_row(
+                *(r.labels[name] for name in report.by),
+                f"{r.customers:,}",
+                f"{r.share:.1%}",
+                bracketed(compact_money(r.mean), r.ci_low, r.ci_high, compact_money),
+                compact_money(r.total),
+            )
+        parts.append(table)
+    if report.tree:
+        tree = Table(
+            title="What separates high from low future value (groups found on one half of the "
+            "customers, valued on the other)",
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+        )
+        tree.add_column("group")
+        tree.add_column("customers", justify="right")
+        tree.add_column("future value each (95% CI)", justify="right")
+        for leaf in report.tree:
+            tree.add_row(
+                leaf.rule,
+                f"{leaf.customers:,}",
+                bracketed(compact_money(leaf.mean), leaf.ci_low, leaf.ci_high, compact_money),
+            )
+        parts.append(tree)
+    parts += [Text(f"note: {n}", style="yellow") for n in report.notes]
+    return Group(*parts)
+
+
+def customers_csv(report: FutureValueReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*report.by, "customers", "share", "mean", "ci_low", "ci_high", "total"])
+    for r in report.rows:
+        w.writerow(
+            [*(r.labels[n] for n in report.by), r.customers, f"{r.share:.6f}"]
+            + [f"{v:.6f}" for v in (r.mean, r.ci_low, r.ci_high, r.total)]
+        )
+    return buf.getvalue()

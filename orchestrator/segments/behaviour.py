@@ -1,4 +1,5 @@
-"""Behaviour layers: appetite for discounts, and the category and channel a customer prefers.
+"""Behaviour layers: appetite for discounts (how often, how deep), and the category and channel a
+customer prefers.
 
 Both look at purchase events only (what people buy says more than what they browse): the
 discount affinity is the share of a customer's purchases that carried a discount among those
@@ -23,6 +24,19 @@ def discount_affinity(owner: np.ndarray, discount: np.ndarray, n: int) -> np.nda
     with np.errstate(invalid="ignore"):
         hits = np.bincount(owner[known], weights=discount[known] > 0, minlength=n)
         return np.where(total > 0, hits / np.where(total > 0, total, 1.0), np.nan)
+
+
+def mean_discount(owner: np.ndarray, discount: np.ndarray, n: int) -> np.ndarray:
+    """Mean discount of a customer's purchases whose discount is known (0 for a full-price
+    purchase); NaN for customers with none. ``owner`` and ``discount`` (k,); float64 (n,).
+
+    >>> mean_discount(np.array([0, 0, 0, 1, 2]), np.array([0.3, 0.0, np.nan, np.nan, 0.0]), 4)
+    array([0.15, nan, 0.  , nan])
+    """
+    known = ~np.isnan(discount)
+    total = np.bincount(owner[known], minlength=n).astype(np.float64)
+    depth = np.bincount(owner[known], weights=discount[known], minlength=n)
+    return np.where(total > 0, depth / np.where(total > 0, total, 1.0), np.nan)
 
 
 def preferred(owner: np.ndarray, code: np.ndarray, when: np.ndarray, n: int) -> np.ndarray:

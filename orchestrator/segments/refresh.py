@@ -312,6 +312,7 @@ def refresh_segments(
     b_owner, b_day = owner_np[buy], day_np[buy]
     discount = events.column("discount").filter(pa.array(buy)).to_numpy(zero_copy_only=False)
     affinity = behaviour.discount_affinity(b_owner, discount.astype(np.float64), n)
+    depth = behaviour.mean_discount(b_owner, discount.astype(np.float64), n)
     cat_codes, cat_names = _codes(events.column("category").filter(pa.array(buy)))
     ch_codes, ch_names = _codes(events.column("channel").filter(pa.array(buy)))
     category = behaviour.preferred(b_owner, cat_codes, b_day, n)
@@ -372,6 +373,7 @@ def refresh_segments(
         _names(channel, ch_names),
         micro,
         (_names(next_code, top_names), next_confidence),
+        depth,
         now or utcnow(),
     )
     report = model_report(model)
@@ -427,6 +429,7 @@ def _features_table(
     channel: pa.Array,
     micro: MicroSegments | None,
     next_category: tuple[pa.Array, np.ndarray],
+    depth: np.ndarray,
     now: datetime,
 ) -> pa.Table:
     n = len(ids)
@@ -452,6 +455,10 @@ def _features_table(
             "p_buy_30d": _float_array(values.p_buy_30d),
             "days_to_next_purchase": _float_array(values.days_to_next_purchase),
             "discount_affinity": _float_array(affinity),
+            "mean_discount": _float_array(depth),
+            "mean_order_value": _float_array(
+                np.where(bought, history.net_spend / (np.maximum(history.repeats, 0) + 1.0), np.nan)
+            ),
             "preferred_category": category,
             "preferred_channel": channel,
             "micro_segment": (

@@ -74,6 +74,8 @@ class CustomerFeatures(SQLModel, table=True):
     p_buy_30d: float | None = None
     days_to_next_purchase: float | None = None
     discount_affinity: float | None = None
+    mean_discount: float | None = None
+    mean_order_value: float | None = None
     preferred_category: str | None = Field(default=None, max_length=64)
     preferred_channel: str | None = Field(default=None, max_length=64)
     micro_segment: str | None = Field(default=None, max_length=64)

@@ -42,6 +42,7 @@ SETTING_KEYS = (
     "no_send_measurement_days",
     "salt",
     "policy",
+    "bands",
 )
 
 
