@@ -282,6 +282,12 @@ def personas(
         "interaction", "--criterion", help="Split criterion: interaction or transformed."
     ),
     fmt: str = typer.Option("table", "--format", help="table, json, html or png."),
+    as_plan: bool = typer.Option(
+        False,
+        "--as-plan",
+        help="Write the plan split by the personas instead (YAML for `orch plan diff/apply`): "
+        "the campaign keeps the groups where it works, a paused copy <id>_rest takes the rest.",
+    ),
     out: str | None = OUT,
     as_of: str | None = AS_OF,
 ) -> None:
@@ -312,6 +318,11 @@ def personas(
             max_depth=max_depth,
             criterion=criterion,
         )
+    if as_plan:
+        from orchestrator.reports.persona_plan import split_plan_yaml
+
+        _write(split_plan_yaml(get_engine(), report, today=today), out)
+        return
     if fmt == "json":
         _write_json(report.as_dict(), out)
     elif fmt == "table":

@@ -97,6 +97,54 @@ class _Binned:
             return f"{name} not in {{{', '.join(outside)}}}"
         return f"{name} in {{{', '.join(inside)}}}"
 
+    def rule(self, allowed: np.ndarray, field: str, kind: str) -> str:
+        """The same condition in the target-rule language, on rule field ``field`` of type
+        ``kind`` (number, string or bool). Cuts are written exactly (``repr``), so the rule
+        selects the customers the tree routes to the group."""
+        allowed = allowed & self.present
+        unknown = bool(allowed[-1])
+        real = allowed[:-1]
+        if not real.any():
+            return f"{field} is null"
+        if self.feature.kind == "number":
+            idx = np.flatnonzero(real)
+            lo, hi = int(idx[0]), int(idx[-1])
+            parts = []
+            if lo > 0:
+                parts.append(f"{field} > {_exact(self.edges[lo - 1])}")
+            if hi < len(real) - 1:
+                parts.append(f"{field} <= {_exact(self.edges[hi])}")
+            text = " and ".join(parts) or f"{field} is not null"
+        else:
+            labels = list(self.feature.labels)
+            inside = [labels[i] for i in np.flatnonzero(real)]
+            outside = [labels[i] for i in np.flatnonzero(~real & self.present[:-1])]
+            if OTHER_LABEL in inside:  # "other" is every value not listed: say what is not
+                text = f"{field} not in [{', '.join(_literal(v, kind) for v in outside)}]"
+                if not outside:
+                    text = f"{field} is not null"
+            elif kind == "bool" and len(inside) == 1:
+                text = f"{field} == {_literal(inside[0], kind)}"
+            else:
+                text = f"{field} in [{', '.join(_literal(v, kind) for v in inside)}]"
+        return f"({text} or {field} is null)" if unknown else text
+
+
+OTHER_LABEL = "other"  # the category of the values beyond the most frequent (reports/personas)
+
+
+def _exact(x: float) -> str:
+    """The shortest text that reads back as ``x``, without an exponent (rules have none)."""
+    return np.format_float_positional(float(x), unique=True, trim="-")
+
+
+def _literal(label: str, kind: str) -> str:
+    if kind == "bool":
+        return "true" if label.lower() in ("true", "1") else "false"
+    if kind == "number":
+        return label
+    return '"' + label.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 def _num(x: float) -> str:
     return f"{x:.4g}"
@@ -176,10 +224,22 @@ class UpliftTree:
     min_leaf: int
     n_train: int
     n_estimate: int
+    binned: list[_Binned] = field(default_factory=list, repr=False)
 
     @property
     def leaves(self) -> list[Node]:
         return [n for n in self.nodes if n.is_leaf]
+
+    def rule(self, node: Node, fields: dict[str, tuple[str, str]]) -> str:
+        """The group of ``node`` as a target rule; ``fields`` maps each feature name to its rule
+        field and type (a feature missing from it cannot be written as a rule: KeyError)."""
+        parts = []
+        for j, allowed in node.allowed.items():
+            if allowed[self.binned[j].present].all():
+                continue
+            field_name, kind = fields[self.binned[j].feature.name]
+            parts.append(self.binned[j].rule(allowed, field_name, kind))
+        return " and ".join(parts) or "true"
 
 
 def _arm_sums(
@@ -364,6 +424,7 @@ def grow_uplift_tree(
         min_leaf=min_leaf,
         n_train=int(in_train.sum()),
         n_estimate=len(est),
+        binned=binned,
     )
 
 

@@ -148,6 +148,29 @@ def check_filters(conn: sa.Connection, campaign: str | None, treatment: str | No
         raise NotFound(f"campaign {campaign!r} has no treatment {treatment!r}")
 
 
+def groups_present(
+    conn: sa.Connection,
+    campaign: str,
+    treatment: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> set[str]:
+    """The groups (test, control) the campaign's decisions in the period have: checked before
+    :func:`load_outcomes` matures any reward, so a report refused for want of a control group
+    writes nothing."""
+    sql = 'SELECT DISTINCT d."group" FROM decision d WHERE d.campaign_id = :c'
+    params: dict[str, object] = {"c": campaign}
+    for clause, key, value in (
+        (" AND d.treatment_id = :t", "t", treatment),
+        (" AND d.run_date >= :since", "since", since),
+        (" AND d.run_date <= :until", "until", until),
+    ):
+        if value is not None:
+            sql += clause
+            params[key] = value
+    return {str(r[0]) for r in conn.execute(sa.text(sql), params)}
+
+
 def load_outcomes(
     engine: sa.Engine,
     *,

@@ -32,8 +32,10 @@ from orchestrator.reports.data import (
     SEGMENT_KINDS,
     Outcomes,
     attribute_types,
+    check_filters,
     customer_columns,
     day_of_number,
+    groups_present,
     load_outcomes,
     segment_history_values,
 )
@@ -125,14 +127,15 @@ def persona_report(
         raise InputError("--max-depth must be between 1 and 8")
     with engine.connect() as conn:
         names = _feature_names(conn, features)
+        check_filters(conn, campaign, treatment)
+        present = groups_present(conn, campaign, treatment, since, until)
+    if len(present) == 1:  # checked before rewards mature: a refused report writes nothing
+        raise _one_group(campaign, "control" if present == {"test"} else "test")
     data = load_outcomes(
         engine, as_of=as_of, since=since, until=until, campaign=campaign, treatment=treatment
     )
     if not data.test.any() or data.test.all():
-        which = "control" if data.test.all() else "test"
-        raise InputError(
-            f"campaign {campaign!r} has no {which} group in this period: no uplift to explain"
-        )
+        raise _one_group(campaign, "control" if data.test.all() else "test")
     units = _units(data)
     with engine.connect() as conn:
         cols = _features(conn, data, units, names)
@@ -156,6 +159,12 @@ def persona_report(
         features=[c.name for c in cols],
         tree=tree,
         still_open=data.still_open,
+    )
+
+
+def _one_group(campaign: str, missing: str) -> InputError:
+    return InputError(
+        f"campaign {campaign!r} has no {missing} group in this period: no uplift to explain"
     )
 
 

@@ -47,7 +47,9 @@ from orchestrator.reports.data import (
     Outcomes,
     Segment,
     check_fields,
+    check_filters,
     day_of_number,
+    groups_present,
     load_outcomes,
     segments,
 )
@@ -187,6 +189,13 @@ def _check_journey(engine: sa.Engine, journey: str) -> None:
         )
 
 
+def _no_control(campaign: str) -> InputError:
+    return InputError(
+        f"campaign {campaign!r} has no control group in this period "
+        "(control_fraction 0?): its uplift cannot be measured"
+    )
+
+
 def uplift_report(
     engine: sa.Engine,
     *,
@@ -211,6 +220,10 @@ def uplift_report(
         by = ["treatment", *by]
     with engine.connect() as conn:
         check_fields(conn, by)
+        if campaign is not None:
+            check_filters(conn, campaign, treatment)
+            if groups_present(conn, campaign, treatment, since, until) == {"test"}:
+                raise _no_control(campaign)
     if journey is not None:
         _check_journey(engine, journey)
     data = load_outcomes(
@@ -227,10 +240,7 @@ def uplift_report(
         order = _campaign_order(conn, data.campaigns)
     rows = _rows(data, dims, alpha, order)
     if campaign is not None and all(r.n_control == 0 for r in rows):
-        raise InputError(
-            f"campaign {campaign!r} has no control group in this period "
-            "(control_fraction 0?): its uplift cannot be measured"
-        )
+        raise _no_control(campaign)
     report = UpliftReport(
         as_of=as_of,
         since=day_of_number(int(data.day.min())),

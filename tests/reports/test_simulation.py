@@ -250,3 +250,40 @@ def test_clustered_intervals_keep_their_coverage() -> None:
     assert abs(covered.mean() - 0.95) <= tolerance, covered.mean()
     assert (cmp.conversion.low <= 0).mean() > 0.9  # no planted conversion effect
     assert arms.design_effect is not None and arms.design_effect.mean() > 1.05  # correlated
+
+
+def test_each_groups_rule_selects_exactly_the_customers_the_tree_routes_there() -> None:
+    from orchestrator.measure.personas import _route
+    from orchestrator.rules import Rule, column_from_values
+
+    features, y, treated, *_ = _persona_data(20_000, seed=5, planted=True)
+    tree = grow_uplift_tree(features, y, treated, seed=1, min_leaf=300, max_depth=3)
+    assert len(tree.leaves) >= 3
+    fields = {
+        "country": ("country", "string"),
+        "monetary": ("monetary", "number"),
+        "age": ("age", "number"),
+        "channel": ("channel", "string"),
+    }
+    schema = {field: kind for field, kind in fields.values()}
+    f = {x.name: x for x in features}
+    columns = {
+        "country": column_from_values(
+            "string", [f["country"].labels[c] for c in f["country"].values]
+        ),
+        "channel": column_from_values(
+            "string", [f["channel"].labels[c] for c in f["channel"].values]
+        ),
+        "monetary": column_from_values("number", f["monetary"].values.tolist()),
+        "age": column_from_values(
+            "number", [None if np.isnan(a) else a for a in f["age"].values.tolist()]
+        ),
+    }
+    rows = np.arange(len(y))
+    leaf_of = _route(tree.nodes, tree.binned, rows)
+    covered = np.zeros(len(y), dtype=int)
+    for leaf in tree.leaves:
+        selected = Rule.compile(tree.rule(leaf, fields), schema).evaluate(columns, len(y))
+        assert np.array_equal(selected, leaf_of == leaf.id), tree.rule(leaf, fields)
+        covered += selected
+    assert (covered == 1).all()  # the groups' rules partition the customers

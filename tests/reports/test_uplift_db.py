@@ -255,3 +255,53 @@ def test_large_sqlite_reads_in_a_worker_process_give_the_same_report(
     monkeypatch.setattr(columnar, "BACKGROUND_MIN_ROWS", 1)
     after = uplift_report(built.engine, as_of=AS_OF, by=["country"])
     assert [r.as_dict() for r in after.rows] == [r.as_dict() for r in before.rows]
+
+
+def test_a_persona_split_round_trips_through_the_plan(built: Built, tmp_path) -> None:
+    from sqlmodel import Session
+
+    from orchestrator import admin
+    from orchestrator.features import rule_schema
+    from orchestrator.measure.personas import HIGHLY, NOT_EFFECTIVE
+    from orchestrator.plan import load_plan_file
+    from orchestrator.plan_diff import diff_plans
+    from orchestrator.reports.persona_plan import split_plan_yaml
+    from orchestrator.rules import Rule, evaluate_row
+    from orchestrator.storage.plan_repo import read_plan
+
+    report = persona_report(
+        built.engine, campaign="welcome", as_of=AS_OF, features=["country"], min_leaf=40, seed=2
+    )
+    leaves = report.tree.leaves
+    assert len(leaves) >= 2
+    # Whatever the labels of this small sample, say the worst group does not work.
+    worst = min(leaves, key=lambda n: n.effect)
+    for leaf in leaves:
+        leaf.label = NOT_EFFECTIVE if leaf is worst else HIGHLY
+    with pytest.raises(InputError, match="nothing to split"):
+        worst.label = HIGHLY
+        split_plan_yaml(built.engine, report, today=AS_OF)
+    worst.label = NOT_EFFECTIVE
+    path = tmp_path / "split.yaml"
+    path.write_text(split_plan_yaml(built.engine, report, today=AS_OF))
+    with Session(built.engine) as session:
+        before = read_plan(session)
+    after, _ = load_plan_file(path)
+    changes = [str(c) for c in diff_plans(before, after)]
+    assert len(changes) >= 2 and any("welcome_rest" in c for c in changes), changes
+    rest, kept = after.campaign("welcome_rest"), after.campaign("welcome")
+    assert rest is not None and kept is not None and rest.status == "paused"
+    assert rest.treatments == kept.treatments and rest.channel == kept.channel
+    assert len(after.campaigns) == len(before.campaigns) + 1
+    # Applied, the two targets split the campaign's customers along the worst group.
+    admin.apply_plan_file(built.engine, path, actor="test")
+    schema = rule_schema({"vip": "bool", "country": "string"})
+    group = Rule.compile(report.tree.rule(worst, {"country": ("country", "string")}), schema)
+    moved = 0
+    for country in ("ES", "FR", "DE"):
+        row = {"vip": False, "country": country}
+        took = evaluate_row(Rule.compile(rest.target, schema).node, row)
+        stayed = evaluate_row(Rule.compile(kept.target, schema).node, row)
+        assert took == evaluate_row(group.node, row) and stayed == (not took), rest.target
+        moved += took
+    assert 1 <= moved <= 2
