@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.features import COMPUTED_FEATURES, LIFECYCLE_STAGES, RFM_CELLS
+from orchestrator.features import (
+    COMPUTED_FEATURES,
+    LIFECYCLE_STAGES,
+    NOT_POLICY_CONTEXT,
+    RFM_CELLS,
+)
 from orchestrator.rules import column_from_values
 from orchestrator.rules.columns import (
     BoolColumn,
@@ -89,13 +94,18 @@ ONE_HOT = {"lifecycle_stage": LIFECYCLE_STAGES, "rfm_cell": RFM_CELLS}
 
 
 def context_names(schema: Mapping[str, str]) -> tuple[str, ...]:
-    """The policy context columns: every number and bool field, plus one-hot segments.
+    """The policy context columns: every number and bool field (but ``NOT_POLICY_CONTEXT``),
+    plus one-hot segments.
 
     >>> context_names({"monetary": "number", "email_opt_in": "bool", "lifecycle_stage": "string",
     ...                "country": "string"})[:3]
     ('email_opt_in', 'monetary', 'lifecycle_stage=prospect')
     """
-    names = [n for n, t in sorted(schema.items()) if t in ("number", "bool")]
+    names = [
+        n
+        for n, t in sorted(schema.items())
+        if t in ("number", "bool") and n not in NOT_POLICY_CONTEXT
+    ]
     hot = [f"{f}={v}" for f, values in ONE_HOT.items() if f in schema for v in values]
     return tuple(names + hot)
 

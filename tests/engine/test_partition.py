@@ -130,3 +130,13 @@ def test_spec_is_plain_data_that_round_trips() -> None:
     )
     again = RunSpec.from_json(spec.to_json())
     assert again == spec and again.digest == spec.digest
+
+
+def test_the_policy_context_leaves_out_the_fields_measured_to_hurt_the_learner() -> None:
+    from orchestrator.engine.columns import context_names
+    from orchestrator.features import NOT_POLICY_CONTEXT, rule_schema
+
+    names = context_names(rule_schema({"email_opt_in": "bool"}))
+    assert "p_alive" in names and "expected_value" in names and "email_opt_in" in names
+    assert not NOT_POLICY_CONTEXT & set(names)
+    assert "lifecycle_stage=active" in names
