@@ -175,6 +175,16 @@ def make_customers(rng: np.random.Generator, n: int, cal: Calendar) -> dict[str,
     sms = rng.random(n) < np.where(email, 0.42, 0.22)
     push = rng.random(n) < 0.08 + 0.85 * app_share
 
+    # Two relations the customers report should find (`orch report customers`): customers who
+    # buy with deep discounts stay for less time, and order value falls faster than purchase
+    # frequency rises, so customers with few large orders are worth more than those with many
+    # small ones.
+    affinity = rng.beta(1.2, 3.5, size=n)
+    rate = rng.gamma(0.9, 8.0 / 0.9, size=n)
+    lifetime = rng.exponential(1.0, size=n) / rng.gamma(2.0, 0.25, size=n) * DAYS_PER_YEAR
+    lifetime *= np.exp(-2.5 * (affinity - 0.25))
+    spend = 1.0 / rng.gamma(4.0, 1.0 / 30.0, size=n) * np.clip(rate / 8.0, 0.5, 2.0) ** -1.2
+
     # Adults at signup; a birth date is optional in the sign-up form, the age is not.
     age_at_signup = np.minimum(18.0 + rng.gamma(2.2, 9.0, size=n), 85.0)
     birth = cal.days[signup] - np.round(age_at_signup * DAYS_PER_YEAR).astype("timedelta64[D]")
@@ -190,12 +200,12 @@ def make_customers(rng: np.random.Generator, n: int, cal: Calendar) -> dict[str,
         "birth": birth,
         "birth_known": rng.random(n) >= 0.09,
         "buyer": rng.random(n) >= 0.04,
-        "rate": rng.gamma(0.9, 8.0 / 0.9, size=n),
-        "lifetime": rng.exponential(1.0, size=n) / rng.gamma(2.0, 0.25, size=n) * DAYS_PER_YEAR,
+        "rate": rate,
+        "lifetime": lifetime,
         "first_delay": np.where(rng.random(n) < 0.6, 0.0, rng.exponential(12.0, size=n)),
-        "spend_scale": 1.0 / rng.gamma(4.0, 1.0 / 30.0, size=n),
+        "spend_scale": spend,
         "visit_ratio": rng.gamma(2.0, 1.0, size=n),
-        "discount_affinity": rng.beta(1.2, 3.5, size=n),
+        "discount_affinity": affinity,
         "category_p": category_p,
         "channel_p": channel_p,
     }
@@ -251,9 +261,10 @@ def simulate_events(
 
     n_buy = len(who)
     discounted = rng.random(n_buy) < cust["discount_affinity"][who] * cal.weight[day] ** 0.5
-    discount = np.where(
-        discounted, rng.choice(DISCOUNT_LEVELS, size=n_buy, p=DISCOUNT_WEIGHTS), 0.0
-    )
+    # Customers keen on discounts also take the deeper ones.
+    keen = cust["discount_affinity"][who][:, None]
+    level_p = DISCOUNT_WEIGHTS * np.exp(12.0 * keen * (DISCOUNT_LEVELS - DISCOUNT_LEVELS.mean()))
+    discount = np.where(discounted, DISCOUNT_LEVELS[pick(rng, level_p)], 0.0)
     gross = rng.gamma(6.0, cust["spend_scale"][who])
     amount = np.maximum(np.round(gross * (1.0 - discount), 2), 1.0)
     category = pick(rng, cust["category_p"][who])

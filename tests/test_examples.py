@@ -289,3 +289,30 @@ def test_plan_targets_use_only_known_fields(plan: dict[str, Any]) -> None:
         code = re.sub(r"\"[^\"]*\"|'[^']*'", "", c["target"])
         names = set(re.findall(r"\b[A-Za-z_]\w*", code)) - RULE_WORDS
         assert names <= known, f"{c['id']}: unknown fields {sorted(names - known)}"
+
+
+def test_the_customers_report_recovers_the_planted_relations(tmp_path: Path) -> None:
+    """Deep-discount buyers are worth less, larger orders more, with intervals apart."""
+    from orchestrator import admin
+    from orchestrator.imports.customers import import_customers
+    from orchestrator.imports.events import import_events
+    from orchestrator.reports.future_value import future_value_report
+    from orchestrator.segments import refresh_segments
+    from orchestrator.storage.db import init_schema, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'examples.db'}")
+    init_schema(engine)
+    admin.apply_plan_file(engine, EXAMPLES / "plan.yaml", actor="test")
+    import_customers(engine, EXAMPLES / "customers.csv")
+    import_events(engine, EXAMPLES / "events.csv")
+    refresh_segments(engine, as_of=date(2026, 11, 1))
+    by_discount = {
+        r.labels["discount_band"]: r
+        for r in future_value_report(engine, by=["discount_band"], tree=False).rows
+    }
+    deep = by_discount["deep (> 20%)"]
+    for lighter in ("none", "small (≤ 10%)"):
+        assert deep.ci_high < by_discount[lighter].ci_low
+    bands = future_value_report(engine, by=["order_value_band"], tree=False).rows
+    known = [r for r in bands if r.labels["order_value_band"] != "unknown"]
+    assert known[0].ci_high < known[-1].ci_low  # smallest orders against the largest
