@@ -194,6 +194,7 @@ def _uplift_visual(
                 personas=personas,
                 programme_note=programme_note,
                 extra=extra,
+                customers=parts.customers,
             ),
             out,
         )

@@ -276,6 +276,7 @@ def _step_report(d: Day) -> StepResult:
         programme=parts.programme,
         personas=parts.personas,
         programme_note=parts.programme_note,
+        customers=parts.customers,
     )
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"uplift-{d.day.isoformat()}.html"

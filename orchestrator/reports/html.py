@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from html import escape
 
 from orchestrator.reports import plots
+from orchestrator.reports.future_value import FutureValueReport
 from orchestrator.reports.personas import PersonaReport
 from orchestrator.reports.programme import ProgrammeReport
 from orchestrator.reports.render import interval, money, p_text, pct, pick_columns
@@ -175,6 +176,7 @@ def uplift_html(
     personas: PersonaReport | None = None,
     programme_note: str | None = None,
     extra: Sequence[str] = (),
+    customers: FutureValueReport | None = None,
 ) -> str:
     """The whole uplift report as one HTML page (plots need ``uplift_report(detail=True)``);
     ``extra`` sections (HTML) go right after the headline cards."""
@@ -249,11 +251,57 @@ def uplift_html(
         body.append(_programme_section(programme))
     if personas is not None:
         body.append(persona_section(personas))
+    if customers is not None and customers.rows:
+        body.append(customers_section(customers))
     if report.notes:
         items = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
         body.append(f"<section><h2>Notes</h2><ul class='notes'>{items}</ul></section>")
     body.append(METHODS)
     return _page("Uplift report", subtitle, body)
+
+
+def _value_interval(mean: float, low: float, high: float) -> str:
+    return interval(money(mean), low, high, money)
+
+
+def customers_section(report: FutureValueReport) -> str:
+    """Future value by layer (plot and table) and the honest tree's groups."""
+    horizon = f" over {report.horizon_days} days" if report.horizon_days else ""
+    head = "".join(f"<th>{escape(b)}</th>" for b in report.by)
+    rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{escape(r.labels[b])}</td>" for b in report.by)
+        + f"<td class='num'>{r.customers:,}</td><td class='num'>{r.share:.1%}</td>"
+        + f"<td class='num'>{escape(interval(money(r.mean), r.ci_low, r.ci_high, money))}</td>"
+        + f"<td class='num'>{escape(money(r.total))}</td></tr>"
+        for r in report.rows
+    )
+    table = (
+        f"<table><thead><tr>{head}<th>customers</th><th>share</th>"
+        f"<th>future value each (95% CI)</th><th>total</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+    tree = ""
+    if report.tree:
+        leaves = "".join(
+            f"<tr><td>{escape(leaf.rule)}</td><td class='num'>{leaf.customers:,}</td>"
+            f"<td class='num'>{escape(_value_interval(leaf.mean, leaf.ci_low, leaf.ci_high))}"
+            "</td></tr>"
+            for leaf in report.tree
+        )
+        tree = (
+            "<h3>What separates high from low future value</h3><p class='notes'>Groups found "
+            "on one random half of the customers, valued on the other.</p>"
+            "<table><thead><tr><th>group</th><th>customers</th><th>future value each (95% CI)"
+            f"</th></tr></thead><tbody>{leaves}</tbody></table>"
+        )
+    return (
+        f"<section><h2>Customers: predicted future value{escape(horizon)}</h2>"
+        + _img(plots.value_plot(report), "future value by layer")
+        + table
+        + tree
+        + "</section>"
+    )
 
 
 def _programme_section(p: ProgrammeReport) -> str:

@@ -1,6 +1,6 @@
-"""What the uplift page shows beside the uplift rows: the programme against the global control
-and the sub-personas of the biggest campaign. Shared by `orch report uplift --format html|png`,
-`orch demo` and the daemon's daily report."""
+"""What the uplift page shows beside the uplift rows: the programme against the global control,
+the sub-personas of the biggest campaign and the customers' future value by discount band.
+Shared by `orch report uplift --format html|png`, `orch demo` and the daemon's daily report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from orchestrator.errors import InputError
+from orchestrator.reports.future_value import FutureValueReport, future_value_report
 from orchestrator.reports.personas import PersonaReport, persona_report
 from orchestrator.reports.programme import ProgrammeReport, programme_uplift
 from orchestrator.reports.uplift import UpliftReport
@@ -23,6 +24,7 @@ class PageParts:
     programme: ProgrammeReport | None
     programme_note: str | None
     personas: PersonaReport | None
+    customers: FutureValueReport | None = None
 
 
 def _quiet(_message: str) -> AbstractContextManager[object]:
@@ -71,4 +73,10 @@ def page_parts(engine: sa.Engine, report: UpliftReport, status: Status = _quiet)
                 )
         except InputError:
             personas = None
-    return PageParts(programme, note, personas)
+    customers = None
+    try:
+        with status("predicted future value by layer"):
+            customers = future_value_report(engine, by=["discount_band"])
+    except InputError:  # no segmentation refresh or no value model yet: no section
+        customers = None
+    return PageParts(programme, note, personas, customers)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from orchestrator.reports.future_value import FutureValueReport
     from orchestrator.reports.personas import PersonaReport
     from orchestrator.reports.uplift import Timeline, UpliftRow
 
@@ -231,4 +232,34 @@ def persona_plot(report: PersonaReport) -> bytes:
         fontsize=11,
         fontweight="bold",
     )
+    return _png(fig)
+
+
+def value_plot(report: FutureValueReport) -> bytes:
+    """Mean predicted future value per layer with its 95% interval, the overall mean marked."""
+    plt = _pyplot()
+    rows = [r for r in report.rows if np.isfinite(r.mean)]
+    height = max(2.2, 0.42 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(9, height))
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows, strict=True):
+        if np.isfinite(row.ci_low):
+            ax.plot([row.ci_low, row.ci_high], [yi, yi], color="#4575b4", lw=2.5)
+        ax.plot(row.mean, yi, "o", color="#4575b4", ms=8)
+        ax.annotate(
+            f"{row.customers:,} customers",
+            (1.01, yi),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+        )
+    ax.axvline(report.overall.mean, color="#444444", lw=1, ls="--")
+    ax.set_yticks(y)
+    ax.set_yticklabels([" · ".join(r.labels.values()) for r in rows], fontsize=9)
+    ax.set_xlabel("predicted future value per customer, 95% interval (dashed: everyone)")
+    ax.set_title(
+        f"Future value by {', '.join(report.by)}", loc="left", fontsize=11, fontweight="bold"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
     return _png(fig)

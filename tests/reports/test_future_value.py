@@ -113,3 +113,21 @@ def test_the_command_line_table_json_and_csv(engine: sa.Engine, db_url: str, tmp
     assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("lifecycle_stage,")
     bad = orch(db_url, "report", "customers", "--by", "nope")
     assert bad.returncode == 2 and "unknown --by field 'nope'" in bad.stderr
+
+
+def test_the_html_page_shows_future_value_by_band(engine: sa.Engine) -> None:
+    from orchestrator.reports.html import customers_section
+    from orchestrator.reports.page import page_parts
+    from orchestrator.reports.uplift import UpliftReport
+
+    seed(engine)
+    report = future_value_report(engine, by=["discount_band"])
+    html = customers_section(report)
+    assert "Customers: predicted future value" in html and "<img" in html
+    assert "deep (&gt; 20%)" in html and "What separates" in html
+    # The page's parts carry it whenever the value model has predictions.
+    empty = UpliftReport.__new__(UpliftReport)
+    empty.campaign, empty.treatment, empty.campaign_rows = "none", None, []
+    empty.as_of, empty.since, empty.until = date(2026, 11, 2), None, None
+    parts = page_parts(engine, empty)
+    assert parts.customers is not None and parts.customers.by == ["discount_band"]
