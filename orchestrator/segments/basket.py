@@ -116,6 +116,8 @@ def next_categories(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each customer's best next category (code, -1: none) and its confidence (NaN: none)."""
     n, c = bought.shape
+    if c == 0:  # no purchase names a category
+        return np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
     base = pooled(rules)
     usable = rules.buyers[:, :, None] >= min_customers  # (G, C, 1): the group's own rule
     conf = np.where(usable, rules.confidence(), base.confidence())

@@ -31,7 +31,7 @@ def mean_discount(owner: np.ndarray, discount: np.ndarray, n: int) -> np.ndarray
     purchase); NaN for customers with none. ``owner`` and ``discount`` (k,); float64 (n,).
 
     >>> mean_discount(np.array([0, 0, 0, 1, 2]), np.array([0.3, 0.0, np.nan, np.nan, 0.0]), 4)
-    array([0.15, nan, 0.  , nan])
+    array([0.15,  nan, 0.  ,  nan])
     """
     known = ~np.isnan(discount)
     total = np.bincount(owner[known], minlength=n).astype(np.float64)

@@ -70,8 +70,8 @@ def mix(
     each purchase. Customers without a known value get zeros.
 
     >>> share, kept = mix(np.array([0, 0, 1, 1]), np.array([0, 1, 1, -1]), ["a", "b"], 3, 5)
-    >>> share.tolist(), kept
-    ([[0.5, 0.5], [0.0, 1.0], [0.0, 0.0]], ['a', 'b'])
+    >>> share.tolist(), kept  # the most bought first
+    ([[0.5, 0.5], [1.0, 0.0], [0.0, 0.0]], ['b', 'a'])
     """
     known = codes >= 0
     counts = np.bincount(codes[known], minlength=len(names))

@@ -110,3 +110,11 @@ def conn_next(engine: sa.Engine, customer: str) -> tuple[str | None]:
             {"c": customer},
         ).one()
     return (row[0],)
+
+
+def test_purchases_without_categories_give_no_next_category() -> None:
+    bought = basket.baskets(np.array([0, 1]), np.array([-1, -1]), 3, 0)
+    rules = basket.count_rules(bought, np.array([0, 0, -1]), 1, ())
+    best, confidence = basket.next_categories(bought, np.array([0, 0, -1]), rules)
+    assert best.tolist() == [-1, -1, -1] and np.isnan(confidence).all()
+    assert basket.top_rules(rules, ["g"]) == {"g": []}

@@ -125,3 +125,32 @@ def test_the_refresh_writes_micro_segments_and_their_history(engine: sa.Engine) 
     # their label (they bought a little more or aged a month, nothing else).
     second = refresh_segments(engine, as_of=date(2026, 3, 31))
     assert second.history_changes["micro"] < len(rows)
+
+
+def test_reports_read_the_micro_segment_a_customer_had_on_each_day(engine: sa.Engine) -> None:
+    import pyarrow as pa
+
+    from orchestrator.reports.data import day_number, segment_history_values
+
+    add_events(engine, simulated_shop(400, date(2025, 4, 1), 365, seed=8))
+    seen: dict[date, dict[str, str | None]] = {}
+    for day in (date(2026, 1, 31), date(2026, 3, 31)):
+        refresh_segments(engine, as_of=day)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT customer_id, micro_segment FROM customer_features")
+            ).all()
+            seen[day] = {str(r[0]): r[1] for r in rows}
+    ids = sorted(seen[date(2026, 3, 31)])
+    with engine.connect() as conn:
+        for day, labels in seen.items():
+            got = segment_history_values(
+                conn,
+                pa.array(ids),
+                "micro",
+                np.arange(len(ids)),
+                np.full(len(ids), day_number(day)),
+            )
+            assert got is not None
+            assert got.to_pylist() == [labels.get(c) for c in ids]
+    assert seen[date(2026, 1, 31)] != seen[date(2026, 3, 31)]  # some customers moved
