@@ -13,7 +13,14 @@ from orchestrator.reports import plots
 from orchestrator.reports.future_value import FutureValueReport
 from orchestrator.reports.personas import PersonaReport
 from orchestrator.reports.programme import ProgrammeReport
-from orchestrator.reports.render import interval, money, p_text, pct, pick_columns
+from orchestrator.reports.render import (
+    HTML_COLUMNS,
+    interval,
+    money,
+    p_text,
+    pct,
+    pick_columns,
+)
 from orchestrator.reports.uplift import UpliftReport, UpliftRow
 
 CSS = """
@@ -74,7 +81,7 @@ def _page(title: str, subtitle: str, body: Sequence[str]) -> str:
 
 
 def _rows_table(rows: Sequence[UpliftRow], by: Sequence[str]) -> str:
-    columns = pick_columns(wide=True)  # the terminal's --wide columns, cell for cell
+    columns = pick_columns(HTML_COLUMNS)  # the terminal's columns, cell for cell
     head = (
         '<th class="l">campaign</th>'
         + "".join(f'<th class="l">{escape(b)}</th>' for b in by)
@@ -133,7 +140,8 @@ def persona_section(report: PersonaReport) -> str:
         f"<p class='notes'>{report.customers:,} customers; the splits were chosen on "
         f"{tree.n_train:,} of them and every effect below is estimated on the other "
         f"{tree.n_estimate:,} (honest estimates; seed {tree.seed}, criterion "
-        f"{escape(tree.criterion)}, at least {tree.min_leaf} customers per group in a leaf).</p>"
+        f"{escape(tree.criterion)}, at least {tree.min_leaf} test and {tree.min_leaf} control "
+        f"customers per group{_leaf_note(tree.min_leaf)}).</p>"
         + _img(plots.persona_plot(report), f"persona tree of {what}")
         + "<div class='scroll'><table><tr><th class='l'>group</th><th>customers</th>"
         "<th>uplift / decision (95% CI)</th><th class='l'>label</th>"
@@ -206,7 +214,9 @@ def uplift_html(
                 "programme vs global control",
                 f"{money(programme.uplift, sign=True)} / customer",
                 interval("95% CI", programme.uplift_low, programme.uplift_high, money)
-                + f" · {money(programme.incremental, sign=True)} in total",
+                + f" · {money(programme.incremental, sign=True)} in total · everyone against "
+                "the never-contacted over the whole period; the campaigns' figure counts each "
+                "send's window against its own control group, so the two can differ",
             )
         )
     elif programme_note:
@@ -260,6 +270,15 @@ def uplift_html(
     return _page("Uplift report", subtitle, body)
 
 
+def _leaf_note(min_leaf: int) -> str:
+    if min_leaf >= 100:
+        return ""
+    return (
+        f"; {min_leaf}, not the 100 of `orch report personas`, so that a small campaign can "
+        "split: 5% of its control customers, at least 30"
+    )
+
+
 def _value_interval(mean: float, low: float, high: float) -> str:
     return interval(money(mean), low, high, money)
 
@@ -267,10 +286,10 @@ def _value_interval(mean: float, low: float, high: float) -> str:
 def customers_section(report: FutureValueReport) -> str:
     """Future value by layer (plot and table) and the honest tree's groups."""
     horizon = f" over {report.horizon_days} days" if report.horizon_days else ""
-    head = "".join(f"<th>{escape(b)}</th>" for b in report.by)
+    head = "".join(f"<th class='l'>{escape(b)}</th>" for b in report.by)
     rows = "".join(
         "<tr>"
-        + "".join(f"<td>{escape(r.labels[b])}</td>" for b in report.by)
+        + "".join(f"<td class='l'>{escape(r.labels[b])}</td>" for b in report.by)
         + f"<td class='num'>{r.customers:,}</td><td class='num'>{r.share:.1%}</td>"
         + f"<td class='num'>{escape(interval(money(r.mean), r.ci_low, r.ci_high, money))}</td>"
         + f"<td class='num'>{escape(money(r.total))}</td></tr>"
@@ -284,7 +303,7 @@ def customers_section(report: FutureValueReport) -> str:
     tree = ""
     if report.tree:
         leaves = "".join(
-            f"<tr><td>{escape(leaf.rule)}</td><td class='num'>{leaf.customers:,}</td>"
+            f"<tr><td class='l'>{escape(leaf.rule)}</td><td class='num'>{leaf.customers:,}</td>"
             f"<td class='num'>{escape(_value_interval(leaf.mean, leaf.ci_low, leaf.ci_high))}"
             "</td></tr>"
             for leaf in report.tree
@@ -292,7 +311,8 @@ def customers_section(report: FutureValueReport) -> str:
         tree = (
             "<h3>What separates high from low future value</h3><p class='notes'>Groups found "
             "on one random half of the customers, valued on the other.</p>"
-            "<table><thead><tr><th>group</th><th>customers</th><th>future value each (95% CI)"
+            "<table><thead><tr><th class='l'>group</th><th>customers</th>"
+            "<th>future value each (95% CI)"
             f"</th></tr></thead><tbody>{leaves}</tbody></table>"
         )
     return (

@@ -96,11 +96,31 @@ def uplift_plot(rows: Sequence[UpliftRow], *, title: str = "Uplift per decision"
     return _png(fig)
 
 
+def heat_colours(
+    grid: np.ndarray, cells: dict[tuple[int, int], UpliftRow], cmap: Any, norm: Any
+) -> np.ndarray:
+    """RGBA per cell: the uplift's colour when significant (q <= 0.05), the same colour most of
+    the way to white when not, grey where nothing could be measured."""
+    colours = cmap(norm(np.nan_to_num(grid)))
+    rgba = np.empty_like(colours)
+    rgba[:] = (0.93, 0.93, 0.93, 1.0)
+    for (i, j), r in cells.items():
+        if r.status == "ok":
+            rgba[i, j] = colours[i, j]
+            if not r.q_value <= 0.05:
+                rgba[i, j, :3] = 0.3 * colours[i, j, :3] + 0.7
+    return rgba
+
+
 def heatmap_plot(
     rows: Sequence[UpliftRow], by: Sequence[str], *, title: str | None = None
 ) -> bytes:
-    """Segment × campaign heat map of the value uplift per decision (unmeasurable cells grey)."""
+    """Segment × campaign heat map of the value uplift per decision: cells whose uplift is not
+    significant (q > 0.05) are painted pale, so only the findings stand out; unmeasurable cells
+    are grey."""
     plt = _pyplot()
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import TwoSlopeNorm
 
     campaigns = list(dict.fromkeys(r.campaign for r in rows))
@@ -120,7 +140,9 @@ def heatmap_plot(
     )
     ax.set_facecolor("#eeeeee")
     norm = TwoSlopeNorm(vmin=-span, vcenter=0.0, vmax=span)
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", norm=norm, aspect="auto")
+    cmap = colormaps["RdYlGn"]
+    ax.imshow(heat_colours(grid, cells, cmap, norm), aspect="auto")
+    image = ScalarMappable(norm=norm, cmap=cmap)
     for (i, j), r in cells.items():
         if r.status == "ok":
             star = " *" if r.q_value <= 0.05 else ""
@@ -134,7 +156,9 @@ def heatmap_plot(
     ax.set_yticklabels(segs, fontsize=9)
     fig.colorbar(image, ax=ax, label="uplift per decision")
     ax.set_title(
-        title or f"Uplift per decision by {' × '.join(by)} (* q ≤ 0.05; n/a: too small)",
+        title
+        or f"Uplift per decision by {' × '.join(by)} (* q ≤ 0.05, pale: not significant; "
+        "n/a: too small)",
         loc="left",
         fontsize=11,
         fontweight="bold",
@@ -175,6 +199,7 @@ def timeline_plot(timeline: Timeline, *, top: int = 6) -> bytes:
     )
     ax.legend(fontsize=8, loc="upper left", frameon=False)
     ax.grid(alpha=0.3)
+    ax.set_xlim(days[0], days[-1])  # the first decision date, not a margin before it
     fig.autofmt_xdate()
     return _png(fig)
 
@@ -191,7 +216,9 @@ def persona_plot(report: PersonaReport) -> bytes:
         if node.children:
             x[node.id] = (x[node.children[0]] + x[node.children[1]]) / 2
     depth = max(n.depth for n in nodes)
-    fig, ax = plt.subplots(figsize=(max(6.0, 3.1 * len(leaves)), 1.9 * (depth + 1) + 0.6))
+    # A tree that did not split is one box: a small figure, not a large empty one around it.
+    height = 1.9 * (depth + 1) + 0.6 if depth else 1.5
+    fig, ax = plt.subplots(figsize=(max(6.0, 3.1 * len(leaves)), height))
     for node in nodes:
         if node.parent is not None:
             parent = nodes[node.parent]
@@ -227,8 +254,9 @@ def persona_plot(report: PersonaReport) -> bytes:
     ax.axis("off")
     what = report.campaign + (f" / {report.treatment}" if report.treatment else "")
     ax.set_title(
-        f"Sub-personas of {what}: honest uplift per decision (95% interval)",
-        loc="left",
+        f"Sub-personas of {what}: honest uplift per decision (95% interval)"
+        + ("" if depth else "\nno split: the effect looks the same for everyone"),
+        loc="center",
         fontsize=11,
         fontweight="bold",
     )

@@ -187,6 +187,19 @@ WIDE_COLUMNS = (
 )
 
 
+HTML_COLUMNS = (
+    "customers_test",
+    "customers_control",
+    "conversion_uplift",
+    "uplift",
+    "relative",
+    "incremental",
+    "q",
+    "verdict",
+)
+"""The HTML tables: every figure to act on fits a page's width (the rest is in --format csv)."""
+
+
 def pick_columns(columns: Sequence[str] | None = None, *, wide: bool = False) -> list[Column]:
     """The columns named (``--columns``), else all (``--wide``), else the default four; an
     unknown name is an InputError listing the names."""

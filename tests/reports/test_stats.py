@@ -188,3 +188,23 @@ def test_q_values_are_at_least_the_p_values_and_keep_their_order(p: list[float])
     assert (q >= arr - 1e-15).all() and (q <= 1).all()
     order = np.argsort(arr, kind="stable")
     assert (np.diff(q[order]) >= -1e-15).all()
+
+
+def test_the_heat_map_paints_only_significant_cells_in_full_colour() -> None:
+    from types import SimpleNamespace
+
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
+    from orchestrator.reports.plots import heat_colours
+
+    grid = np.array([[5.0, 5.0, np.nan]])
+    cells = {
+        (0, 0): SimpleNamespace(status="ok", q_value=0.01),
+        (0, 1): SimpleNamespace(status="ok", q_value=0.18),
+        (0, 2): SimpleNamespace(status="too small", q_value=float("nan")),
+    }
+    rgba = heat_colours(grid, cells, colormaps["RdYlGn"], TwoSlopeNorm(0.0, -5.0, 5.0))  # type: ignore[arg-type]
+    significant, pale, grey = rgba[0, 0, :3], rgba[0, 1, :3], rgba[0, 2, :3]
+    assert pale.min() > significant.min() + 0.3  # much nearer to white
+    assert np.allclose(grey, 0.93)
