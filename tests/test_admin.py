@@ -188,3 +188,23 @@ def test_audit_since_filters(applied: sa.Engine) -> None:
     with Session(applied) as s:
         entry = s.exec(select(AuditLog)).one()
     assert entry.after["campaign birthday"].startswith("email, 1 treatment, priority 1")
+
+
+def test_validating_a_small_file_reports_no_problem_of_campaigns_it_leaves_out(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    # The stored plan declares attributes its rules use; a new file declares none and names
+    # one campaign. The others would be archived: their rules are not the file's problems.
+    examples = Path(__file__).resolve().parent.parent / "examples" / "plan.yaml"
+    admin.apply_plan_file(engine, examples, actor="ana")
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        "version: 1\ncampaigns:\n  - id: hello\n    channel: email\n"
+        "    target: \"lifecycle_stage == 'active'\"\n    treatments: [{id: a}]\n"
+    )
+    plan = admin.validate_plan_file(path, engine=engine)
+    assert [c.id for c in plan.campaigns] == ["hello"]
+    # A problem of the file itself is still found, at its own line.
+    path.write_text(path.read_text().replace("lifecycle_stage", "lifecycle_stag"))
+    with pytest.raises(PlanError, match=r"small.yaml:5: campaigns\[0\] \(hello\).target: unknown"):
+        admin.validate_plan_file(path, engine=engine)
