@@ -23,7 +23,11 @@ FMT = typer.Option(None, "--format", help="csv, parquet or jsonl (default: from 
 SKIP = typer.Option(
     False, "--skip-invalid", help="Write the good rows; put bad ones in a reject file."
 )
-REJECTS = typer.Option(None, "--rejects", help="Reject file (default: FILE.rejects.csv).")
+REJECTS = typer.Option(
+    None,
+    "--rejects",
+    help="Reject file (default: beside FILE, named after it: events.csv -> events.rejects.csv).",
+)
 JSON_OPT = typer.Option(False, "--json", help="Print the import report as JSON.")
 
 

@@ -53,7 +53,7 @@ class Shifted:
 
 
 class Problems:
-    """The bad rows of a :class:`Source`, each with the first failed check in column order.
+    """The bad rows of a :class:`Source`, each with every check it failed, in column order.
 
     Checks may cover the whole table or, for sources prepared in chunks, a slice of it starting
     at ``offset``; details are then called with indices relative to the slice.
@@ -92,12 +92,7 @@ class Problems:
         first: tuple[int, str] | None = None
         if self._checks:
             row = int(np.argmax(self._bad))
-            check = next(c for c in self._checks if c.fails(row))
-            detail = check.detail(row - check.offset)
-            first = (
-                int(source.lines()[row]),
-                f"{source.where(row)}, field {check.field!r}: {detail}",
-            )
+            first = (int(source.lines()[row]), f"{source.where(row)}, {self.reason(row)}")
         if source.malformed:  # kept in file order
             bad = source.malformed[0]
             checked = upto is None or upto >= source.table.num_rows
@@ -109,8 +104,11 @@ class Problems:
             raise ImportFileError(first[1])
 
     def reason(self, row: int) -> str:
-        check = next(c for c in self._checks if c.fails(row))
-        return f"field {check.field!r}: {check.detail(row - check.offset)}"
+        """Every check the row fails, in the order they were made (column order): a user who
+        fixes a rejected row should not find the next problem of the same row on the retry."""
+        return "; ".join(
+            f"field {c.field!r}: {c.detail(row - c.offset)}" for c in self._checks if c.fails(row)
+        )
 
     def write_rejects(self, path: Path) -> int:
         """Write every bad row, with its original values, ``line`` and ``reason``; return count."""

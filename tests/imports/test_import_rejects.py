@@ -149,3 +149,39 @@ def test_no_reject_file_without_rejects(engine, files) -> None:
     report = import_events(engine, path, skip_invalid=True)
     assert (report.rejected, report.rejects_path) == (0, None)
     assert not (files.root / "events.rejects.csv").exists()
+
+
+def test_a_rejected_row_names_every_bad_field_not_only_the_first(engine, files) -> None:
+    import pytest
+
+    from orchestrator.errors import ImportFileError
+
+    text = (
+        "event_id,customer_id,occurred_at,type,amount,discount\n"
+        "e1,c1,2026-01-05,purchase,10,0\n"
+        "e2,c1,yesterday,purchase,abc,0.1\n"  # line 3: two bad fields
+    )
+    path = files.text("events.csv", text)
+    with pytest.raises(ImportFileError) as exc:
+        import_events(engine, path)
+    message = str(exc.value)
+    assert "line 3" in message and "'occurred_at'" in message and "'amount'" in message
+    assert "\n" not in message
+    report = import_events(engine, path, skip_invalid=True)
+    (row,) = read_rejects(report.rejects_path)
+    assert row["line"] == "3"
+    assert "field 'occurred_at'" in row["reason"] and "field 'amount': 'abc'" in row["reason"]
+
+
+def test_the_help_names_the_reject_file_the_import_writes() -> None:
+    from pathlib import Path as P
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli.main import app
+    from orchestrator.imports.source import default_rejects_path
+
+    shown = CliRunner().invoke(app, ["events", "import", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    assert "events.csv -> events.rejects.csv" in shown.output
+    assert default_rejects_path(P("events.csv")).name == "events.rejects.csv"
