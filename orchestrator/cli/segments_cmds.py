@@ -134,13 +134,36 @@ def _model_summary(model: dict[str, Any]) -> None:
         err_console.print(f"warning: {note}", markup=False, soft_wrap=True)
 
 
+MEANINGS = {
+    "r": "shape of the purchase rates across customers (Gamma): small = very unequal",
+    "alpha": "scale of the rates: the mean rate is r / alpha purchases per time unit",
+    "a": "dropout after a purchase (Beta(a, b)): the mean chance is a / (a + b)",
+    "b": "with a: large a + b = customers drop out alike",
+    "p": "shape of one customer's order values (Gamma): large = steady orders",
+    "q": "shape of the spread of mean order values across customers: must exceed 1",
+    "v": "scale of that spread: the mean order value is p v / (q - 1)",
+}
+
+
 def _params_table(title: str, fit: dict[str, Any], names: tuple[str, ...]) -> None:
     errors = fit.get("standard_errors") or {}
     print_table(
         title,
-        ["parameter", "value", "std. error"],
-        [(name, _num(fit[name]), _num(errors.get(name))) for name in names],
+        ["parameter", "value", "std. error", "what it says"],
+        [(name, _num(fit[name]), _num(errors.get(name)), MEANINGS[name]) for name in names],
         justify={"value": "right", "std. error": "right"},
+    )
+
+
+def _bgnbd_summary(bg: dict[str, Any], unit: str) -> str:
+    """The BG/NBD fit in words: the mean purchase rate and the mean dropout chance."""
+    rate = bg["r"] / bg["alpha"]
+    drop = bg["a"] / (bg["a"] + bg["b"])
+    per_year = rate * (365.0 if unit == "days" else 52.0)
+    return (
+        f"in words: an active customer buys on average {per_year:.2g} times a year "
+        f"({rate:.3g} per {unit[:-1]}), and after each purchase leaves for good with a chance "
+        f"of {drop:.1%} on average"
     )
 
 
@@ -187,6 +210,7 @@ def model(as_json: bool = JSON_OPT) -> None:
             f"BG/NBD (rates per {stored['time_unit'][:-1]})", bg, ("r", "alpha", "a", "b")
         )
         _fit_line(bg, "customers")
+        console.print(_bgnbd_summary(bg, stored["time_unit"]))
         print_table(
             "Customers by repeat purchases: observed vs expected",
             ["repeat purchases", "observed", "expected", "difference"],

@@ -67,6 +67,8 @@ def test_refresh_model_and_transitions_in_process(shop: sa.Engine, db_url: str) 
         "observed vs expected",
         "log-likelihood",
         "active.1",
+        "what it says",
+        "times a year",
     ):
         assert text in shown.output
     model = json.loads(invoke(db_url, "model", "--json").stdout)
