@@ -18,6 +18,7 @@ from orchestrator.engine.history import open_windows
 from orchestrator.engine.partition import RunSpec, decide_partition, materialize
 from orchestrator.engine.stages import STAGES
 from orchestrator.errors import NotFound
+from orchestrator.rules.columns import display_value
 from orchestrator.run import load_batch_history, prepare
 from orchestrator.storage.db import require_schema, session_scope
 from orchestrator.storage.journey_repo import load_journey_input
@@ -65,6 +66,16 @@ class Explanation:
         }
 
 
+def _values(rule: Any, columns: Any) -> str:
+    """`` (with field = value, ...)``: the customer's values of the fields the rule reads."""
+    shown = [
+        f"{name} = {display_value(columns[name], 0)}"
+        for name in sorted(getattr(rule, "fields", ()))
+        if name in columns
+    ]
+    return f" (with {', '.join(shown)})" if shown else ""
+
+
 def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanation:
     """Decide for one customer with the run's own core and spec, and say what each stage did.
 
@@ -104,7 +115,7 @@ def explain_customer(engine: sa.Engine, customer_id: str, day: date) -> Explanat
     for ci, camp in enumerate(acts.campaigns):
         why: list[str] = []
         if not rule_ok[0, ci]:
-            why.append(f"rule false: {camp.target}")
+            why.append(f"rule false: {camp.target}{_values(setup.rules[ci], batch.columns)}")
         for stage in STAGES:
             if masks[stage.name][0, ci]:
                 why += stage.why(setup, batch, 0, ci)

@@ -223,6 +223,9 @@ def test_explain_tells_why(ready: sa.Engine) -> None:
     lines = {line.campaign_id: line for line in x.campaigns}
     assert lines["winback"].possible
     assert any("rule false" in w for w in lines["vip"].why_not + lines["crosssell"].why_not)
+    # The rule comes with this customer's values of its fields (a winback customer is lapsed).
+    crosssell = next(w for w in lines["crosssell"].why_not if w.startswith("rule false"))
+    assert 'lifecycle_stage = "lapsed"' in crosssell and "email_opt_in = " in crosssell
     nxt = explain_customer(ready, d.customer_id, DAY + timedelta(days=1))
     until = DAY + timedelta(days=14)
     assert nxt.window_open_until == until

@@ -124,6 +124,26 @@ class DateColumn:
 Column: TypeAlias = NumberColumn | BoolColumn | StringColumn | DateColumn
 Columns: TypeAlias = Mapping[str, Column]
 
+
+def display_value(column: Column, i: int) -> str:
+    """Row ``i`` of a column as a rule would write it (``null`` where unknown).
+
+    >>> display_value(NumberColumn(np.array([3.0, np.nan])), 0), display_value(
+    ...     StringColumn(np.array([-1, 0]), ("gold",)), 1)
+    ('3', '"gold"')
+    """
+    if isinstance(column, NumberColumn):
+        v = float(column.values[i])
+        return "null" if np.isnan(v) else f"{v:.6g}"
+    if isinstance(column, BoolColumn):
+        return ("true" if column.values[i] else "false") if column.known[i] else "null"
+    if isinstance(column, StringColumn):
+        code = int(column.codes[i])
+        return "null" if code < 0 else f'"{column.categories[code]}"'
+    day = column.values[i]
+    return "null" if np.isnat(day) else f'"{day}"'
+
+
 COLUMN_CLASSES: dict[str, type[Column]] = {
     "number": NumberColumn,
     "bool": BoolColumn,
