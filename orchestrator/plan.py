@@ -226,6 +226,11 @@ class PlanSettings(_Strict):
         default=7, ge=1, le=365, description="Outcome window of a 'send nothing' decision."
     )
     salt: str = Field(default="orch", min_length=1, description="Seeds test/control hashing.")
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the amounts (EUR, USD, GBP...), named by the reports.",
+    )
     policy: PolicySettings = Field(default_factory=PolicySettings)
     bands: dict[str, BandSpec] = Field(
         default_factory=dict,

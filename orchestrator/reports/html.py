@@ -193,6 +193,7 @@ def uplift_html(
         what += f", treatment {report.treatment}"
     subtitle = (
         f"{what} · decisions {report.since} to {report.until} · measured as of {report.as_of}"
+        + (f" · amounts in {report.currency}" if report.currency else "")
     )
     body = []
     cards = [

@@ -226,6 +226,7 @@ def _header(report: UpliftReport) -> str:
         f"Uplift of {what}: decisions {report.since} to {report.until}, measured as of "
         f"{report.as_of} ({report.decisions:,} decisions, {report.customers:,} customers); "
         "value is per decision: the revenue inside its measurement window minus the treatment cost"
+        + (f"; amounts in {report.currency}" if report.currency else "")
     )
 
 

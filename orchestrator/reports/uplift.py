@@ -158,9 +158,11 @@ class UpliftReport:
     heatmap_by: list[str] = field(default_factory=list)
     heatmap_rows: list[UpliftRow] = field(default_factory=list)
     timeline: Timeline | None = None
+    currency: str | None = None  # the plan's settings.currency
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "currency": self.currency,
             "as_of": self.as_of.isoformat(),
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
@@ -241,7 +243,14 @@ def uplift_report(
     rows = _rows(data, dims, alpha, order)
     if campaign is not None and all(r.n_control == 0 for r in rows):
         raise _no_control(campaign)
+    from sqlmodel import Session
+
+    from orchestrator.storage.plan_repo import plan_currency
+
+    with Session(engine) as session:
+        currency = plan_currency(session)
     report = UpliftReport(
+        currency=currency,
         as_of=as_of,
         since=day_of_number(int(data.day.min())),
         until=day_of_number(int(data.day.max())),

@@ -43,10 +43,17 @@ SETTING_KEYS = (
     "salt",
     "policy",
     "bands",
+    "currency",
 )
 
 
 JOURNEYS_KEY = "journeys"
+
+
+def plan_currency(session: Session) -> str | None:
+    """The plan's ``settings.currency`` (None when the plan names none)."""
+    row = session.get(PlanSetting, "currency")
+    return str(row.value) if row is not None and row.value else None
 
 
 def plan_today(session: Session, now: datetime | None = None) -> date:

@@ -294,7 +294,10 @@ def test_a_persona_split_round_trips_through_the_plan(built: Built, tmp_path) ->
     assert rest.treatments == kept.treatments and rest.channel == kept.channel
     assert len(after.campaigns) == len(before.campaigns) + 1
     # Applied, the two targets split the campaign's customers along the worst group.
+    original = tmp_path / "original.yaml"
+    original.write_text(admin.export_plan(built.engine))
     admin.apply_plan_file(built.engine, path, actor="test")
+    admin.apply_plan_file(built.engine, original, actor="test")  # the module's fixture, as it was
     schema = rule_schema({"vip": "bool", "country": "string"})
     group = Rule.compile(report.tree.rule(worst, {"country": ("country", "string")}), schema)
     moved = 0
@@ -305,3 +308,34 @@ def test_a_persona_split_round_trips_through_the_plan(built: Built, tmp_path) ->
         assert took == evaluate_row(group.node, row) and stayed == (not took), rest.target
         moved += took
     assert 1 <= moved <= 2
+
+
+def test_the_plans_currency_is_named_by_the_reports(built: Built, tmp_path) -> None:
+    from orchestrator import admin
+
+    assert uplift_report(built.engine, as_of=AS_OF).currency is None
+    text = admin.export_plan(built.engine)
+    original = tmp_path / "original.yaml"
+    original.write_text(text)
+    try:
+        _check_currency(built, tmp_path, text)
+    finally:  # the fixture is shared by the module: leave its plan as it was
+        admin.apply_plan_file(built.engine, original, actor="test")
+
+
+def _check_currency(built: Built, tmp_path, text: str) -> None:
+    from orchestrator import admin
+    from orchestrator.errors import PlanError
+    from orchestrator.reports.html import uplift_html
+    from orchestrator.reports.render import _header
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(text.replace("settings:\n", "settings:\n  currency: EUR\n", 1))
+    admin.apply_plan_file(built.engine, path, actor="test")
+    report = uplift_report(built.engine, as_of=AS_OF, detail=True)
+    assert report.currency == "EUR" and report.as_dict()["currency"] == "EUR"
+    assert "amounts in EUR" in _header(report) and "amounts in EUR" in uplift_html(report)
+    assert "currency: EUR" in admin.export_plan(built.engine)
+    path.write_text(text.replace("settings:\n", "settings:\n  currency: euro\n", 1))
+    with pytest.raises(PlanError, match="currency"):
+        admin.apply_plan_file(built.engine, path, actor="test")
