@@ -232,6 +232,11 @@ class PlanSettings(_Strict):
         description="ISO 4217 code of the amounts (EUR, USD, GBP...), named by the reports.",
     )
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    segments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Segmentation settings (lifecycle, rfm, model, micro), as in a "
+        "`segments refresh --config` file; used by every refresh, the daemon's included.",
+    )
     bands: dict[str, BandSpec] = Field(
         default_factory=dict,
         description="Report bands by name (discount_band, order_value_band are built in).",
@@ -581,6 +586,16 @@ def check_plan(
 
     _check_journeys(plan, add, schema, owners)
 
+    if plan.settings.segments:
+        from pydantic import ValidationError as _Invalid
+
+        from orchestrator.segments.config import SegmentConfig, first_error
+
+        try:
+            SegmentConfig.model_validate(plan.settings.segments)
+        except _Invalid as exc:
+            add(("settings", "segments"), first_error(exc))
+
     if policy_names is not None:
         names = sorted(policy_names)
         for field_name in ("name", "apprentice"):
@@ -662,8 +677,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         return value
 
     data = clean(plan.model_dump(mode="python"))
-    if not data["settings"]["bands"]:
-        del data["settings"]["bands"]
+    for key in ("bands", "segments"):
+        if not data["settings"][key]:
+            del data["settings"][key]
     for camp in data["campaigns"]:
         for t in camp["treatments"]:
             for key in ("features", "payload"):

@@ -40,7 +40,7 @@ from orchestrator.imports.events import import_events
 from orchestrator.learning.learn import learn
 from orchestrator.plan import Plan
 from orchestrator.run import run_daily
-from orchestrator.segments.config import MicroConfig, SegmentConfig
+from orchestrator.segments.config import SegmentConfig
 from orchestrator.segments.refresh import refresh_segments
 from orchestrator.storage.db import init_schema, make_engine
 from simulations.contenders import ROW_ATTRIBUTE, register_world, unregister_world
@@ -285,9 +285,7 @@ def run_contender(
             for offset in range(days):
                 day = spec.start + timedelta(days=offset)
                 live.day = day
-                _one_day(
-                    engine, world, run, day, folder, name in LEARNERS, on_decided, segments
-                )
+                _one_day(engine, world, run, day, folder, name in LEARNERS, on_decided, segments)
                 if progress:
                     progress(name, offset + 1, days)
         with engine.connect() as conn:
@@ -327,7 +325,8 @@ def segment_config(plan: dict[str, Any]) -> SegmentConfig:
     """The daily refresh's settings: micro-segments only when the plan's rules use them (they
     are no policy context, and clustering every simulated day would cost seconds a day)."""
     uses = "micro_segment" in yaml.safe_dump(plan)
-    return SegmentConfig(micro=MicroConfig(enabled=uses))
+    config = SegmentConfig.model_validate(plan.get("settings", {}).get("segments", {}))
+    return config.model_copy(update={"micro": config.micro.model_copy(update={"enabled": uses})})
 
 
 def _one_day(

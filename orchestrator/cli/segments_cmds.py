@@ -44,12 +44,17 @@ def refresh(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Compute every customer's features as of a day; record lifecycle and RFM changes."""
+    from sqlmodel import Session
+
     from orchestrator.segments import refresh_segments
     from orchestrator.segments.config import load_config
     from orchestrator.segments.refresh import STEPS
+    from orchestrator.storage.plan_repo import plan_segments
 
-    config = load_config(config_file, horizon_days=horizon_days, time_unit=time_unit)
     engine = get_engine()
+    with Session(engine) as session:
+        base = plan_segments(session)
+    config = load_config(config_file, horizon_days=horizon_days, time_unit=time_unit, base=base)
     day = day_or_today(as_of, option="--as-of", engine=engine)
     with progress_bar("segments", total=len(STEPS)) as update:
         result = refresh_segments(engine, as_of=day, config=config, progress=update)

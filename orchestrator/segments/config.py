@@ -170,7 +170,7 @@ class SegmentConfig(_Strict):
     micro: MicroConfig = Field(default_factory=MicroConfig)
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     message = str(err["msg"]).removeprefix("Value error, ")
@@ -182,12 +182,15 @@ def load_config(
     *,
     horizon_days: int | None = None,
     time_unit: str | None = None,
+    base: dict[str, Any] | None = None,
 ) -> SegmentConfig:
-    """The defaults, overridden by a YAML or JSON file and then by the command-line options.
+    """The defaults, overridden by ``base`` (the plan's ``settings.segments``), by a YAML or
+    JSON file and then by the command-line options; a section of the file replaces the plan's
+    section of the same name.
 
     Raises :class:`InputError` with one line naming the file, field or option at fault.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = dict(base or {})
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -197,11 +200,12 @@ def load_config(
             raise InputError(f"--config: {path} is not valid YAML or JSON ({exc})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError(f"--config: {path} must hold a mapping of settings")
-        data = loaded or {}
+        data.update(loaded or {})
     try:
         config = SegmentConfig.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{path}: {_first_error(exc)}") from None
+        where = path if path is not None else "the plan's settings.segments"
+        raise InputError(f"{where}: {first_error(exc)}") from None
     options: dict[str, Any] = {}
     if horizon_days is not None:
         options["horizon_days"] = horizon_days

@@ -259,8 +259,10 @@ def refresh_segments(
     now: datetime | None = None,
 ) -> RefreshResult:
     """Compute every customer's features as of the end of ``as_of`` (default: the day of the
-    latest event), write them and record segment changes; nothing is written on bad input."""
-    config = config or SegmentConfig()
+    latest event), write them and record segment changes; nothing is written on bad input.
+    Without ``config``, the plan's ``settings.segments`` (or the defaults)."""
+    if config is None:
+        config = plan_segment_config(engine)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -469,6 +471,18 @@ def _features_table(
             "updated_at": pa.array(np.full(n, np.datetime64(now, "us")), pa.timestamp("us")),
         }
     )
+
+
+def plan_segment_config(engine: sa.Engine) -> SegmentConfig:
+    """The segmentation settings of the plan (its ``settings.segments``), else the defaults."""
+    from sqlmodel import Session
+
+    from orchestrator.segments.config import load_config
+    from orchestrator.storage.plan_repo import plan_segments
+
+    with Session(engine) as session:
+        base = plan_segments(session)
+    return load_config(base=base) if base else SegmentConfig()
 
 
 def _previous_bgnbd(previous: dict[str, Any] | None, config: SegmentConfig) -> Any:

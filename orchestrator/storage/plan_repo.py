@@ -44,10 +44,17 @@ SETTING_KEYS = (
     "policy",
     "bands",
     "currency",
+    "segments",
 )
 
 
 JOURNEYS_KEY = "journeys"
+
+
+def plan_segments(session: Session) -> dict[str, Any]:
+    """The plan's ``settings.segments`` (the segmentation settings; empty: the defaults)."""
+    row = session.get(PlanSetting, "segments")
+    return dict(row.value) if row is not None and isinstance(row.value, dict) else {}
 
 
 def plan_currency(session: Session) -> str | None:

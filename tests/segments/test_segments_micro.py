@@ -154,3 +154,27 @@ def test_reports_read_the_micro_segment_a_customer_had_on_each_day(engine: sa.En
             assert got is not None
             assert got.to_pylist() == [labels.get(c) for c in ids]
     assert seen[date(2026, 1, 31)] != seen[date(2026, 3, 31)]  # some customers moved
+
+
+def test_the_plans_segment_settings_bound_the_clusters_of_every_refresh(
+    engine: sa.Engine, tmp_path
+) -> None:
+    from orchestrator import admin
+    from orchestrator.errors import PlanError
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "version: 1\nsettings:\n  segments:\n    micro: {min_clusters: 2, max_clusters: 3}\n"
+        "campaigns: []\n"
+    )
+    admin.apply_plan_file(engine, plan, actor="test")
+    add_events(engine, simulated_shop(400, date(2025, 4, 1), 365, seed=3))
+    result = refresh_segments(engine, as_of=date(2026, 3, 31))  # no config: the plan's
+    stages = result.model["micro_segments"]["stages"]
+    assert stages and all(s["k"] <= 3 for s in stages.values())
+    assert all(set(s["silhouette_by_k"]) <= {"2", "3"} for s in stages.values())
+    assert result.model["config"]["micro"]["max_clusters"] == 3
+    assert "max_clusters: 3" in admin.export_plan(engine)
+    plan.write_text(plan.read_text().replace("min_clusters: 2", "min_clusters: 5"))
+    with pytest.raises(PlanError, match=r"settings.segments.*min_clusters \(5\) must not exceed"):
+        admin.apply_plan_file(engine, plan, actor="test")
