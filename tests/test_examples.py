@@ -316,3 +316,49 @@ def test_the_customers_report_recovers_the_planted_relations(tmp_path: Path) -> 
     bands = future_value_report(engine, by=["order_value_band"], tree=False).rows
     known = [r for r in bands if r.labels["order_value_band"] != "unknown"]
     assert known[0].ci_high < known[-1].ci_low  # smallest orders against the largest
+
+
+def test_the_tour_ends_on_measured_uplift_once_the_customers_answer(tmp_path: Path) -> None:
+    """README tour, steps 2-4: a week of runs, the customers' answers, an uplift table with
+    intervals (the example events alone end before the first run)."""
+    import importlib.util
+    import math
+    from datetime import timedelta
+
+    from orchestrator import admin
+    from orchestrator.export import export_send_list
+    from orchestrator.imports.customers import import_customers
+    from orchestrator.imports.events import import_events
+    from orchestrator.reports.uplift import uplift_report
+    from orchestrator.run import run_daily
+    from orchestrator.segments import refresh_segments
+    from orchestrator.storage.db import init_schema, make_engine
+
+    spec = importlib.util.spec_from_file_location("respond", EXAMPLES / "respond.py")
+    assert spec is not None and spec.loader is not None
+    respond = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(respond)
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'tour.db'}")
+    init_schema(engine)
+    admin.apply_plan_file(engine, EXAMPLES / "plan.yaml", actor="test")
+    import_customers(engine, EXAMPLES / "customers.csv")
+    import_events(engine, EXAMPLES / "events.csv")
+    refresh_segments(engine, as_of=date(2026, 11, 1))
+    sends = []
+    for k in range(7):
+        day = date(2026, 11, 2) + timedelta(days=k)
+        run_daily(engine, day=day)
+        sends.append(tmp_path / f"sends-{day}.csv")
+        export_send_list(engine, day=day, out=sends[-1])
+    out = tmp_path / "responses.csv"
+    respond.main([*map(str, sends), "--until", "2026-11-30", "--out", str(out)])
+    again = tmp_path / "again.csv"
+    respond.main([*map(str, sends), "--until", "2026-11-30", "--out", str(again)])
+    assert out.read_bytes() == again.read_bytes()  # the same sends, the same answers
+    import_events(engine, out)
+    report = uplift_report(engine, as_of=date(2026, 11, 30))
+    measured = [r for r in report.rows if r.status == "ok"]
+    assert measured, [(r.campaign, r.status) for r in report.rows]
+    assert all(math.isfinite(r.uplift_low) and math.isfinite(r.uplift_high) for r in measured)
+    assert sum(r.n_test for r in report.rows) > 1_000
