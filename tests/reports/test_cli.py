@@ -195,6 +195,10 @@ def test_html_and_png_files(built: Built, tmp_path: Path) -> None:
         "Sub-personas",
         "The programme against the global control group",
         "How to read this report",
+        # Issue 14: the two headline figures say why they can differ; the persona text names
+        # its leaf size (below the CLI's 100 for a small campaign) and why.
+        "so the two can differ",
+        "control customers per group",
     ):
         assert text in html
     folder = tmp_path / "pngs"
