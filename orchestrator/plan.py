@@ -213,6 +213,26 @@ class BandSpec(_Strict):
         return self
 
 
+class AttributeRange(_Strict):
+    """The values a number or date attribute may take; an import refuses a value outside."""
+
+    min: float | date | None = None
+    max: float | date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AttributeRange:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if (
+            self.min is not None
+            and self.max is not None
+            and type(self.min) is type(self.max)
+            and self.min > self.max  # type: ignore[operator]
+        ):
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
 class PlanSettings(_Strict):
     timezone: str = "UTC"
     run_at: str = Field(
@@ -236,6 +256,11 @@ class PlanSettings(_Strict):
         default_factory=dict,
         description="Segmentation settings (lifecycle, rfm, model, micro), as in a "
         "`segments refresh --config` file; used by every refresh, the daemon's included.",
+    )
+    attribute_ranges: dict[str, AttributeRange] = Field(
+        default_factory=dict,
+        description="Declared ranges of number and date attributes: an import refuses values "
+        "outside them (age: {min: 0, max: 120}).",
     )
     bands: dict[str, BandSpec] = Field(
         default_factory=dict,
@@ -586,6 +611,15 @@ def check_plan(
 
     _check_journeys(plan, add, schema, owners)
 
+    for name, bounds in plan.settings.attribute_ranges.items():
+        kind = attributes.get(name)
+        where = ("settings", "attribute_ranges", name)
+        wanted = date if kind == "date" else float
+        if kind not in ("number", "date"):
+            add(where, f"{name!r} is no number or date attribute (declared: {kind or 'none'})")
+        elif any(v is not None and not isinstance(v, wanted) for v in (bounds.min, bounds.max)):
+            add(where, f"{name!r} is a {kind} attribute: give {kind} bounds")
+
     if plan.settings.segments:
         from pydantic import ValidationError as _Invalid
 
@@ -677,7 +711,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         return value
 
     data = clean(plan.model_dump(mode="python"))
-    for key in ("bands", "segments"):
+    for key in ("bands", "segments", "attribute_ranges"):
         if not data["settings"][key]:
             del data["settings"][key]
     for camp in data["campaigns"]:

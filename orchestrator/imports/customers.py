@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -37,12 +39,15 @@ from orchestrator.imports.convert import (
     json_objects,
     json_value,
     member,
+    shown,
 )
 from orchestrator.imports.problems import Problems
 from orchestrator.imports.report import ImportReport, Progress
 from orchestrator.imports.source import Source, read_source
 from orchestrator.storage import bulk
 from orchestrator.storage.models import metadata, utcnow
+
+EPOCH = date(1970, 1, 1)
 
 ID = "customer_id"
 MAX_ID = 128
@@ -101,7 +106,8 @@ def import_customers(
             name: dtype
             for name, dtype in conn.exec_driver_sql("SELECT name, dtype FROM customer_attribute")
         }
-        prepared = _prepare(source, attributes, registry)
+        ranges = _declared_ranges(conn)
+        prepared = _prepare(source, attributes, registry, ranges)
         if not skip_invalid:
             prepared.problems.raise_first()
         _register(conn, prepared.new_attributes, now)
@@ -142,7 +148,59 @@ def _check_attribute_name(label: str, name: str) -> None:
         )
 
 
-def _prepare(source: Source, attributes: list[str], registry: dict[str, str]) -> _Prepared:
+def _declared_ranges(conn: sa.Connection) -> dict[str, tuple[Any, Any]]:
+    """The plan's ``settings.attribute_ranges``: ``{name: (min, max)}``, None for no bound."""
+    value = conn.execute(
+        sa.text("SELECT value FROM plan_setting WHERE key = 'attribute_ranges'")
+    ).scalar()
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    if not isinstance(value, dict):
+        return {}
+    return {name: (b.get("min"), b.get("max")) for name, b in value.items()}
+
+
+def _check_range(
+    problems: Problems, name: str, dtype: str, converted: Converted, bounds: tuple[Any, Any]
+) -> None:
+    """Refuse the values of ``name`` outside its declared range (nulls are not checked)."""
+    lo, hi = bounds
+    if dtype == "date":
+        days = converted.values.cast(pa.date32()).cast(pa.int32())
+        v = np.asarray(days.to_numpy(zero_copy_only=False), dtype=np.float64)
+        lo = None if lo is None else float((date.fromisoformat(str(lo)) - EPOCH).days)
+        hi = None if hi is None else float((date.fromisoformat(str(hi)) - EPOCH).days)
+    elif dtype == "number":
+        v = np.asarray(
+            converted.values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
+    else:
+        return
+    known = ~np.isnan(v)
+    out = known & (
+        ((v < lo) if lo is not None else False) | ((v > hi) if hi is not None else False)
+    )
+
+    def bound(x: Any) -> str:
+        return "…" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+
+    shown_range = f"[{bound(bounds[0])}, {bound(bounds[1])}]"
+    problems.add(
+        name,
+        np.asarray(out, dtype=bool),
+        lambda row: (
+            f"{shown(converted.original[row].as_py())} is outside the declared range "
+            f"{shown_range} (plan settings.attribute_ranges)"
+        ),
+    )
+
+
+def _prepare(
+    source: Source,
+    attributes: list[str],
+    registry: dict[str, str],
+    ranges: dict[str, tuple[Any, Any]] | None = None,
+) -> _Prepared:
     n = source.table.num_rows
     problems = Problems(source)
     ids = text_field(source, problems, ID, max_length=MAX_ID, required=True)
@@ -174,6 +232,8 @@ def _prepare(source: Source, attributes: list[str], registry: dict[str, str]) ->
             prepared.append(_Attribute(name, pa.nulls(n, pa.string()), empty_cells(arr)))
         else:
             problems.add_converted(name, converted)
+            if ranges and name in ranges:
+                _check_range(problems, name, dtype, converted, ranges[name])
             value = json_value(converted.values, dtype)
             prepared.append(_Attribute(name, value, converted.empty))
     return _Prepared(ids=ids.values, attributes=prepared, problems=problems, new_attributes=new)

@@ -45,6 +45,7 @@ SETTING_KEYS = (
     "bands",
     "currency",
     "segments",
+    "attribute_ranges",
 )
 
 

@@ -284,3 +284,46 @@ def test_gzipped_json_lines(engine, files, stored) -> None:
     path = files.raw("c.jsonl.gz", gzip.compress(b'{"customer_id": "c1", "n": 1}\n'))
     import_customers(engine, path)
     assert stored.customers() == {"c1": {"n": 1}}
+
+
+def test_values_outside_a_declared_range_are_refused(engine, files, stored, snapshot) -> None:
+    from orchestrator import admin
+    from orchestrator.errors import PlanError
+
+    plan = files.text(
+        "plan.yaml",
+        "version: 1\n"
+        "settings:\n"
+        "  attribute_ranges:\n"
+        "    age: {min: 0, max: 120}\n"
+        "    birth_date: {max: 2026-12-31}\n"
+        "attributes: {age: number, birth_date: date, country: string}\n"
+        "campaigns: []\n",
+    )
+    admin.apply_plan_file(engine, plan, actor="test")
+    text = (
+        "customer_id,age,birth_date,country\n"
+        "c1,34,1992-05-01,ES\n"
+        "c2,-5,1990-01-01,FR\n"  # line 3: age below 0
+        "c3,40,2090-03-01,DE\n"  # line 4: born in 2090
+        "c4,,,IT\n"  # nothing to check
+    )
+    path = files.text("customers.csv", text)
+    before = snapshot(engine)
+    with pytest.raises(ImportFileError) as exc:
+        import_customers(engine, path)
+    assert str(exc.value) == (
+        f"{path} line 3, field 'age': '-5' is outside the declared range [0, 120] "
+        "(plan settings.attribute_ranges)"
+    )
+    assert snapshot(engine) == before  # nothing written
+    report = import_customers(engine, path, skip_invalid=True)
+    assert (report.inserted, report.rejected) == (2, 2)
+    assert set(stored.customers()) == {"c1", "c4"}
+    # A range on a text attribute, or with bounds of the wrong kind, is refused at apply.
+    bad = files.text("bad.yaml", plan.read_text().replace("birth_date: {max", "country: {max"))
+    with pytest.raises(PlanError, match="'country' is no number or date attribute"):
+        admin.apply_plan_file(engine, bad, actor="test")
+    worse = files.text("worse.yaml", plan.read_text().replace("max: 120", "max: 2026-01-01"))
+    with pytest.raises(PlanError, match="'age' is a number attribute: give number bounds"):
+        admin.apply_plan_file(engine, worse, actor="test")
