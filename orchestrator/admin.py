@@ -52,9 +52,25 @@ def validate_plan(
         require_schema(engine)
         with session_scope(engine) as session:
             known = attribute_types(session, origin="import")
+            # An attribute the plan declared and customers were then imported with holds
+            # values of its declared type: a new type must agree with them too.
+            for name, dtype in attribute_types(session, origin="plan").items():
+                wanted = plan.attributes.get(name)
+                if wanted is not None and wanted != dtype and _has_values(session, name):
+                    known[name] = dtype
             full = with_archived(read_plan(session), plan)
     check_plan(full, source, known_attributes=known, policy_names=POLICIES)
     return full
+
+
+def _has_values(session: Any, name: str) -> bool:
+    """Whether any stored customer has a value of attribute ``name``."""
+    from orchestrator.reports.columnar import json_field
+
+    conn = session.connection()
+    field = json_field(conn, "attributes", name)
+    sql = f"SELECT 1 FROM customer WHERE {field} IS NOT NULL LIMIT 1"
+    return conn.execute(sa.text(sql)).first() is not None
 
 
 def channel_warnings(plan: Plan) -> list[str]:
