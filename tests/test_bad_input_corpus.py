@@ -53,6 +53,8 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     for i in range(8)
 )
 DEEP = "(" * 200 + "true" + ")" * 200
+NOTS = "not " * 200 + "true"
+MINUS = "-" * 200 + "1 > 0"
 
 
 def _nan_parquet() -> bytes:
@@ -79,6 +81,24 @@ CASES = [
         ("plan", "apply", "{dir}/p.yaml"),
         "target",
         {"p.yaml": plan_with(target=DEEP)},
+    ),
+    Case(
+        "200 nested nots",
+        ("plan", "apply", "{dir}/p.yaml"),
+        "target",
+        {"p.yaml": plan_with(target=NOTS)},
+    ),
+    Case(
+        "200 unary minus signs",
+        ("plan", "apply", "{dir}/p.yaml"),
+        "target",
+        {"p.yaml": plan_with(target=MINUS)},
+    ),
+    Case(
+        "a 6 MB plan file",
+        ("plan", "apply", "{dir}/p.yaml"),
+        "5 MB",
+        {"p.yaml": plan_with() + "# " + "x" * 6_000_000 + "\n"},
     ),
     Case(
         "a 40-character channel",
