@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import PlanError, RuleError
-from orchestrator.features import FIELD_TYPES, builtin_schema, rule_schema
+from orchestrator.features import COMPUTED_FEATURES, FIELD_TYPES, builtin_schema, rule_schema
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 FieldType = Literal["bool", "number", "string", "date"]
@@ -602,14 +602,22 @@ def check_plan(
             add(("campaigns", i, "target"), _rule_problem(exc, c.target))
         for j, t in enumerate(c.treatments):
             for key, name in payload_fields(t.payload).items():
-                if name not in schema:
+                if name not in attributes and name not in COMPUTED_FEATURES:
                     add(
                         ("campaigns", i, "treatments", j, "payload", key),
-                        f"{{{name}}} names no customer field; use a computed feature "
-                        "(next_category, micro_segment...) or a declared attribute",
+                        f"{{{name}}} names no stored customer field; use a computed feature "
+                        "(next_category, micro_segment...) or an attribute",
                     )
 
     _check_journeys(plan, add, schema, owners)
+
+    numbers = {n for n, t in {**COMPUTED_FEATURES, **attributes}.items() if t == "number"}
+    for name, band in plan.settings.bands.items():
+        if band.field not in numbers:
+            add(
+                ("settings", "bands", name, "field"),
+                f"{band.field!r} is no number field (a computed feature or number attribute)",
+            )
 
     for name, bounds in plan.settings.attribute_ranges.items():
         kind = attributes.get(name)

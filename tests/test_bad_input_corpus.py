@@ -136,6 +136,22 @@ CASES = [
         "declared number but the imported data holds string values",
         {"p.yaml": plan_with().replace("campaigns:", "attributes: {country: number}\ncampaigns:")},
     ),
+    Case(
+        "a band on a text field",
+        ("plan", "apply", "{dir}/p.yaml"),
+        "'country' is no number field",
+        {
+            "p.yaml": plan_with().replace(
+                "campaigns:", "settings:\n  bands:\n    b: {field: country}\ncampaigns:"
+            )
+        },
+    ),
+    Case(
+        "a payload naming a field the send list cannot carry",
+        ("plan", "apply", "{dir}/p.yaml"),
+        "names no stored customer field",
+        {"p.yaml": plan_with().replace("{id: a}", "{id: a, payload: {n: '{days_to_birthday}'}}")},
+    ),
     Case("a plan that is not YAML", ("plan", "validate", "{dir}/p.yaml"), "", {"p.yaml": "a: [\n"}),
     # --- runs and edits
     Case("run --seed -1", ("run", "--date", "2026-03-02", "--seed", "-1"), "--seed"),

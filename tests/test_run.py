@@ -460,5 +460,5 @@ def test_a_payload_field_reference_carries_each_customers_value(
     assert all(r["payload_category"] is None for r in other)
     bad = tmp_path / "bad.yaml"
     bad.write_text(plan.replace("{next_category}", "{next_categry}"))
-    with pytest.raises(PlanError, match="next_categry.*names no customer field"):
+    with pytest.raises(PlanError, match="next_categry.*names no stored customer field"):
         admin.apply_plan_file(engine, bad, actor="test")

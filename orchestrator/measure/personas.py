@@ -107,14 +107,26 @@ class _Binned:
         if not real.any():
             return f"{field} is null"
         if self.feature.kind == "number":
-            idx = np.flatnonzero(real)
-            lo, hi = int(idx[0]), int(idx[-1])
-            parts = []
-            if lo > 0:
-                parts.append(f"{field} > {_exact(self.edges[lo - 1])}")
-            if hi < len(real) - 1:
-                parts.append(f"{field} <= {_exact(self.edges[hi])}")
-            text = " and ".join(parts) or f"{field} is not null"
+            # A split sends the bins nobody at its node has to one side, so the allowed bins can
+            # have holes: one range per run of allowed bins (bins nobody has join either run).
+            free = real | ~self.present[:-1]
+            runs, start = [], None
+            for i, ok in enumerate([*free.tolist(), False]):
+                if ok and start is None:
+                    start = i
+                elif not ok and start is not None:
+                    if real[start:i].any():
+                        runs.append((start, i - 1))
+                    start = None
+            ranges = []
+            for lo, hi in runs:
+                parts = []
+                if lo > 0:
+                    parts.append(f"{field} > {_exact(self.edges[lo - 1])}")
+                if hi < len(real) - 1:
+                    parts.append(f"{field} <= {_exact(self.edges[hi])}")
+                ranges.append(" and ".join(parts) or f"{field} is not null")
+            text = ranges[0] if len(ranges) == 1 else " or ".join(f"({r})" for r in ranges)
         else:
             labels = list(self.feature.labels)
             inside = [labels[i] for i in np.flatnonzero(real)]

@@ -103,8 +103,13 @@ class FutureValueReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        def clean(d: dict[str, Any]) -> dict[str, Any]:  # JSON has no NaN
+            return {
+                k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in d.items()
+            }
+
         def row(r: LayerRow) -> dict[str, Any]:
-            return {**r.labels, **{k: v for k, v in r.__dict__.items() if k != "labels"}}
+            return clean({**r.labels, **{k: v for k, v in r.__dict__.items() if k != "labels"}})
 
         return {
             "as_of": self.as_of.isoformat() if self.as_of else None,
@@ -113,7 +118,7 @@ class FutureValueReport:
             "by": self.by,
             "overall": row(self.overall),
             "rows": [row(r) for r in self.rows],
-            "tree": [leaf.__dict__ for leaf in self.tree],
+            "tree": [clean(dict(leaf.__dict__)) for leaf in self.tree],
             "tree_features": self.tree_features,
             "notes": self.notes,
         }

@@ -76,7 +76,13 @@ def page_parts(engine: sa.Engine, report: UpliftReport, status: Status = _quiet)
     customers = None
     try:
         with status("predicted future value by layer"):
-            customers = future_value_report(engine, by=["discount_band"])
+            from sqlmodel import Session
+
+            from orchestrator.storage.plan_repo import read_plan
+
+            with Session(engine) as session:
+                bands = read_plan(session).settings.bands
+            customers = future_value_report(engine, by=["discount_band"], bands=bands)
     except InputError:  # no segmentation refresh or no value model yet: no section
         customers = None
     return PageParts(programme, note, personas, customers)

@@ -5,7 +5,7 @@ where it does not. The split becomes plan YAML that ``orch plan diff`` shows and
 apply`` takes:
 
 - the campaign keeps the groups where it works (or where there are too few customers to say):
-  its target becomes ``(<its target>) and not (<the groups where it does not work>)``;
+  its target becomes ``(<its target>) and (<those groups>)``;
 - a new campaign, ``<id>_rest``, *paused*, with a copy of its treatments, targets those groups:
   ``(<its target>) and (<the groups>)``. The team gives it a different offer and activates it,
   and it is measured in turn.
@@ -30,7 +30,7 @@ from orchestrator.measure.personas import HARMFUL, NOT_EFFECTIVE
 from orchestrator.plan import SLUG, CampaignSpec, Plan, plan_to_yaml
 from orchestrator.reports.personas import PersonaReport
 from orchestrator.segments.history import SEGMENT_KINDS
-from orchestrator.storage.plan_repo import read_plan
+from orchestrator.storage.plan_repo import attribute_types, read_plan
 
 NOT_WORKING = (NOT_EFFECTIVE, HARMFUL)
 ID_LIMIT = 64
@@ -45,6 +45,7 @@ def split_plan(engine: sa.Engine, report: PersonaReport, *, today: date) -> tupl
     if camp is None:
         raise InputError(f"campaign {report.campaign!r} is no longer in the plan")
     bad = [leaf for leaf in report.tree.leaves if leaf.label in NOT_WORKING]
+    good = [leaf for leaf in report.tree.leaves if leaf.label not in NOT_WORKING]
     if not bad:
         raise InputError(
             f"no group where {report.campaign!r} does not work (every group is effective or too "
@@ -55,7 +56,8 @@ def split_plan(engine: sa.Engine, report: PersonaReport, *, today: date) -> tupl
             f"{report.campaign!r} works in none of its groups: pause or redesign it rather "
             "than split it"
         )
-    types = rule_schema(dict(plan.attributes))
+    with Session(engine) as session:  # imported attributes are rule fields too
+        types = rule_schema({**attribute_types(session), **plan.attributes})
     fields = {}
     for name in report.features:
         field = SEGMENT_KINDS.get(name, name)
@@ -63,6 +65,7 @@ def split_plan(engine: sa.Engine, report: PersonaReport, *, today: date) -> tupl
             fields[name] = (field, types[field])
     try:
         groups = [report.tree.rule(leaf, fields) for leaf in bad]
+        kept = [report.tree.rule(leaf, fields) for leaf in good]
     except KeyError as exc:
         raise InputError(
             f"the split uses {exc.args[0]!r}, which no target rule can read: re-run with "
@@ -86,7 +89,9 @@ def split_plan(engine: sa.Engine, report: PersonaReport, *, today: date) -> tupl
             "description": f"{note}; give it another offer, then activate it",
         }
     )
-    camp.target = f"({camp.target}) and not ({moved})"
+    # The kept groups by their own rules, not "not (moved)": a customer with an unknown value
+    # makes a comparison unknown, and "not unknown" selects nobody.
+    camp.target = f"({camp.target}) and ({' or '.join(f'({g})' for g in kept)})"
     camp.description = f"{camp.description + '; ' if camp.description else ''}{note}"
     plan.campaigns.insert(plan.campaigns.index(camp) + 1, rest)
     return plan, rest_id, moved

@@ -214,7 +214,7 @@ def _fit_stage(
     sd = np.where(sd > 1e-9, sd, 1.0)
     z = (raw - mean) / sd
     rng = np.random.default_rng([config.seed, len(rows)])
-    sample = z[rng.permutation(len(z))[: config.fit_sample]] if len(z) > config.fit_sample else z
+    sample = z[rng.permutation(len(z))[: config.fit_sample]]  # random order: the probe below too
     old = _previous_centroids(previous, behaviour.names, mean, sd)
     most = min(config.max_clusters, len(rows) // MIN_PER_CLUSTER)
     ks = list(range(config.min_clusters, most + 1))
