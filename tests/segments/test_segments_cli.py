@@ -66,13 +66,17 @@ def test_refresh_model_and_transitions_in_process(shop: sa.Engine, db_url: str) 
         "Gamma-Gamma",
         "observed vs expected",
         "log-likelihood",
-        "active.1",
+        "micro_segment",
         "what it says",
         "times a year",
     ):
         assert text in shown.output
     model = json.loads(invoke(db_url, "model", "--json").stdout)
     assert model["as_of"] == "2026-03-31" and model["bgnbd"]["converged"]
+    labels = [
+        c["label"] for st in model["micro_segments"]["stages"].values() for c in st["clusters"]
+    ]
+    assert labels and all(label in shown.output for label in labels)  # every cluster listed
     matrix = invoke(
         db_url, "transitions", "--from", "2025-12-31", "--to", "2026-03-31", "--kind", "rfm"
     )
