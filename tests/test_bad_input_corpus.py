@@ -20,7 +20,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
 
 from orchestrator.storage.db import make_engine
 from tests.conftest import table_snapshot
@@ -319,4 +318,3 @@ def test_the_corpus_names_every_case_once() -> None:
     assert len(names) == len(set(names)) and len(names) >= 25
     # Not in the corpus, because they are accepted: a rule of 500 `or` terms (it works), and
     # a discount of 5 (imported with a warning that counts such rows).
-    assert sa is not None

@@ -227,6 +227,26 @@ def test_html_and_png_files(built: Built, tmp_path: Path) -> None:
     assert single.returncode == 0 and (tmp_path / "tree-tree.png").exists()
 
 
+def chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on a local page, with its own profile folder."""
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            *args,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"),
     reason="chromium is not installed (CI installs it, and there this test fails without it)",
@@ -249,27 +269,16 @@ def test_html_report_renders_in_headless_chromium(built: Built, tmp_path: Path) 
         == 0
     )
     shot = tmp_path / "shot.png"
-    assert CHROMIUM is not None
-    run = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--enable-logging=stderr",
-            "--v=0",
-            f"--screenshot={shot}",
-            "--window-size=1200,2000",
-            out.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = chromium(
+        tmp_path,
+        out,
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     page_errors = [
@@ -316,23 +325,8 @@ def test_the_campaign_table_fits_the_page_in_chromium(built: Built, tmp_path: Pa
     )
     probed = tmp_path / "probed.html"
     probed.write_text(html.replace("</body>", probe + "</body>"))
-    assert CHROMIUM is not None
-    run = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1280,2000",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            probed.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = chromium(
+        tmp_path, probed, "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom"
     )
     assert run.returncode == 0, run.stderr[-2000:]
     found = re.search(r'data-overflow="(-?\d+)"', run.stdout)
