@@ -81,7 +81,9 @@ class LinearTS(Policy):
     ``"batch"``; ``half_life`` updates after which old statistics weigh half (None: never
     forget); ``dtype`` of the scoring arithmetic; ``seed`` of the posterior draws;
     ``chunk_rows`` rows scored at a time (None: as many as keep ``chunk_rows × n_draws × A``
-    scores near 2 MB, which stays in cache).
+    scores near 2 MB, which stays in cache); ``exploit_confidence`` above 0.5 makes the
+    customers outside ``explore_share`` send only what beats "send nothing" with that
+    confidence (see ``_pessimistic``; 0.5, the default: the best posterior mean).
     """
 
     name = "lints"
@@ -95,6 +97,7 @@ class LinearTS(Policy):
         n_draws: int = 16,
         epsilon: float = 0.05,
         explore_share: float = 0.25,
+        exploit_confidence: float = 0.5,
         draw_per: str = "customer",
         half_life: float | None = 14.0,
         dtype: str = "float32",
@@ -113,6 +116,10 @@ class LinearTS(Policy):
             raise ValueError(f"lints: epsilon must be in [0, 1], got {epsilon}")
         if not 0.0 < explore_share <= 1.0:
             raise ValueError(f"lints: explore_share must be in (0, 1], got {explore_share}")
+        if not 0.5 <= exploit_confidence < 1.0:
+            raise ValueError(
+                f"lints: exploit_confidence must be in [0.5, 1), got {exploit_confidence}"
+            )
         if draw_per not in _DRAW_PER:
             raise ValueError(f"lints: draw_per must be one of {_DRAW_PER}, got {draw_per!r}")
         if half_life is not None and half_life <= 0:
@@ -126,6 +133,7 @@ class LinearTS(Policy):
         self.n_draws = int(n_draws)
         self.epsilon = float(epsilon)
         self.explore_share = float(explore_share)
+        self.exploit_confidence = float(exploit_confidence)
         self.draw_per = draw_per
         self.half_life = None if half_life is None else float(half_life)
         self.dtype = dtype
@@ -149,6 +157,7 @@ class LinearTS(Policy):
             "n_draws": self.n_draws,
             "epsilon": self.epsilon,
             "explore_share": self.explore_share,
+            "exploit_confidence": self.exploit_confidence,
             "draw_per": self.draw_per,
             "half_life": self.half_life,
             "dtype": self.dtype,
@@ -195,9 +204,9 @@ class LinearTS(Policy):
         mean's best action (each with the ``epsilon`` mix)."""
         if self.explore_share >= 1.0 or self._posterior() is None:
             return self._dist(contexts, action_features, eligible)[0]
-        sampled, _, scores = self._dist(contexts, action_features, eligible, None, True)
-        assert scores is not None
-        greedy = self._greedy_dist(scores, np.asarray(eligible, dtype=bool))
+        sampled, _, scores, exploit = self._dist(contexts, action_features, eligible, None, True)
+        assert exploit is not None
+        greedy = self._greedy_dist(exploit, np.asarray(eligible, dtype=bool))
         return self.explore_share * sampled + (1.0 - self.explore_share) * greedy
 
     def _greedy_dist(self, scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -228,8 +237,8 @@ class LinearTS(Policy):
             which = np.full(n, pick, dtype=np.int64)
         else:
             which = draws.integers(self.n_draws, "lints.draw")
-        dist, greedy, scores = self._dist(contexts, action_features, eligible, which, True)
-        assert greedy is not None and scores is not None
+        dist, greedy, scores, exploit = self._dist(contexts, action_features, eligible, which, True)
+        assert greedy is not None and scores is not None and exploit is not None
         action = greedy
         if self.explore_share < 1.0:
             # Thompson sampling on a stable share of the customers; the others get the best
@@ -237,9 +246,9 @@ class LinearTS(Policy):
             # arrive together, days later: sampling on every customer of the batch buys
             # little more information than on a share, at the full cost of every bad draw.
             sampler = draws.per_customer("lints.explore_share") < self.explore_share
-            mean_best = np.where(eligible, scores, -np.inf).argmax(axis=1)
+            mean_best = np.where(eligible, exploit, -np.inf).argmax(axis=1)
             action = np.where(sampler, greedy, mean_best)
-            dist = np.where(sampler[:, None], dist, self._greedy_dist(scores, eligible))
+            dist = np.where(sampler[:, None], dist, self._greedy_dist(exploit, eligible))
         explore = np.flatnonzero(draws.uniform("explore") < self.epsilon)
         if len(explore):
             action[explore] = sample_rows(
@@ -257,31 +266,65 @@ class LinearTS(Policy):
         eligible: np.ndarray,
         which: np.ndarray | None = None,
         with_scores: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """``(n, A)`` distribution; each row's argmax under draw ``which (n,)`` if given; the
-        posterior mean scores (NaN where ineligible) if asked, from the same pass."""
+        posterior mean scores (NaN where ineligible) if asked, from the same pass, and the
+        scores the exploiting customers are given (see ``_pessimistic``)."""
         contexts, action_features, eligible = self._check(contexts, action_features, eligible)
         fit = self._posterior()
         if fit is None:
-            return uniform_over(eligible), None, None
+            return uniform_over(eligible), None, None, None
         # Actions with identical features score alike under every draw: score each distinct
         # row once and give its draws to the group's first eligible member (argmax's rule).
         groups = _Groups(action_features)
         coefs = np.vstack([fit.draws, fit.mean]) if with_scores else fit.draws
         weights = fit.score_matrix(groups.rows, coefs, self._np_dtype)
-        counts, picked, mean = self._argmax_counts(
-            contexts, groups.eligible(eligible), weights, which, with_scores
+        ref = _row_of(groups.rows, _no_send_row(groups.rows.shape[1]))
+        pessimism = with_scores and ref is not None and self.exploit_confidence > 0.5
+        counts, picked, mean, spread = self._argmax_counts(
+            contexts,
+            groups.eligible(eligible),
+            weights,
+            which,
+            with_scores,
+            ref if pessimism else None,
         )
         counts, picked = groups.expand(counts, picked, eligible)
         counts *= (1.0 - self.epsilon) / fit.draws.shape[0]
         if self.epsilon > 0.0:
             share = self.epsilon / np.maximum(np.count_nonzero(eligible, axis=1), 1)
             np.add(counts, share[:, None], out=counts, where=eligible)
-        scores = None
+        scores = exploit = None
         if mean is not None:
             scores = np.take(mean, groups.of, axis=1) if groups.shared else mean
             np.copyto(scores, np.nan, where=~eligible)
-        return counts, picked, scores
+            exploit = scores
+            if spread is not None:
+                spread = np.take(spread, groups.of, axis=1) if groups.shared else spread
+                exploit = self._pessimistic(scores, spread, eligible)
+        return counts, picked, scores, exploit
+
+    def _pessimistic(
+        self, scores: np.ndarray, spread: np.ndarray, eligible: np.ndarray
+    ) -> np.ndarray:
+        """Scores for the customers who exploit: each send's posterior mean gain over sending
+        nothing lowered by ``z`` posterior standard deviations of that gain (sending nothing
+        keeps its mean), so that the send finally chosen beats sending nothing with
+        probability ``exploit_confidence`` even though it is the best of a customer's ``K``
+        eligible sends: ``z`` is the normal quantile of ``exploit_confidence ** (1 / K)``
+        (Šidák's correction for ``K`` comparisons).
+
+        The best of many noisy estimates is biased upward (the optimizer's curse): with a few
+        dozen sends per action and money noise, the best of 28 actions each truly worth -0.5
+        looked positive, and the greedy share sent to almost everyone in a world where every
+        message loses money. The exploring share still samples the posterior; as evidence
+        accumulates the deviations shrink and the means decide."""
+        from scipy.stats import norm
+
+        sends = np.maximum(np.count_nonzero(eligible, axis=1) - 1, 1)
+        z = norm.ppf(self.exploit_confidence ** (1.0 / sends)).astype(scores.dtype)
+        width = self.exploration if self.exploration > 0 else 1.0
+        return scores - z[:, None] * spread / width
 
     def _scores(
         self,
@@ -314,10 +357,13 @@ class LinearTS(Policy):
         weights: np.ndarray,
         which: np.ndarray | None = None,
         last_is_mean: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        ref: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """How many of the draws pick each action: ``(n, A)`` counts; if asked, each row's pick
         under draw ``which (n,)`` (from the same arithmetic, so it is always counted); and if
-        ``last_is_mean``, the last coefficient vector's scores ``(n, A)`` (not a draw).
+        ``last_is_mean``, the last coefficient vector's scores ``(n, A)`` (not a draw); and if
+        ``ref`` is an action, the standard deviation over the draws of each action's score
+        minus ``ref``'s ``(n, A)``.
 
         ``weights (A·S, d+1)``, rows ordered (action, draw), last column the bias. Rows of the
         batch are scored in cache-sized chunks laid out ``(A, S, m)``, so the max over actions
@@ -331,8 +377,9 @@ class LinearTS(Policy):
         picked = np.zeros(n, dtype=np.int64) if which is not None else None
         dtype = weights.dtype
         mean = np.zeros((n, n_actions), dtype=dtype) if last_is_mean else None
+        spread = np.zeros((n, n_actions), dtype=dtype) if ref is not None else None
         if n == 0 or n_actions == 0:
-            return counts, picked, mean
+            return counts, picked, mean, spread
         width = weights.shape[0] // n_actions
         n_draws = width - last_is_mean
         tally = np.uint8 if n_draws < 256 else np.int64
@@ -349,6 +396,8 @@ class LinearTS(Policy):
             if mean is not None:
                 mean[rows] = block[:, n_draws, :].T
             scores = block[:, :n_draws, :]
+            if spread is not None:
+                spread[rows] = (scores - scores[ref]).std(axis=1).T
             scores += np.where(eligible[rows].T, zero, minus_inf)[:, None, :]
             top = np.maximum.reduce(scores, axis=0)  # (S, m)
             hit = scores == top
@@ -364,7 +413,7 @@ class LinearTS(Policy):
             if picked is not None and which is not None:
                 picked[rows] = hit[:, which[rows], np.arange(m)].argmax(axis=0)
         counts[~has_any] = 0.0
-        return counts, picked, mean
+        return counts, picked, mean, spread
 
     # --- learning ----------------------------------------------------------------------------
 
@@ -693,6 +742,21 @@ class _Groups:
             if mapped is not None and picked is not None:
                 mapped = np.where(picked == g, lead, mapped)
         return out, mapped
+
+
+def _no_send_row(dim: int) -> np.ndarray | None:
+    """The engine's feature row of "send nothing" (None for another feature map)."""
+    from orchestrator.engine.actions import ACTION_FEATURE_DIM, NO_SEND_FEATURES, hash_features
+
+    return hash_features(NO_SEND_FEATURES) if dim == ACTION_FEATURE_DIM else None
+
+
+def _row_of(rows: np.ndarray, row: np.ndarray | None) -> int | None:
+    """The index of ``row`` among ``rows (G, k)``, None when absent."""
+    if row is None or not len(rows):
+        return None
+    hit = np.flatnonzero((rows == row).all(axis=1))
+    return int(hit[0]) if len(hit) else None
 
 
 def _standardizer(mean: np.ndarray, second_moment: np.ndarray) -> np.ndarray:

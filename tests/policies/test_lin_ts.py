@@ -301,3 +301,52 @@ def test_thompson_sampling_on_a_stable_share_the_posterior_mean_on_the_rest() ->
         assert (pick.action[sampler] != best[sampler]).any()  # draws disagree with the mean
     mix = policy.action_dist(x, FEATURES, eligible)
     assert np.allclose(mix, 0.3 * thompson + 0.7 * np.eye(N_ACTIONS)[best])
+
+
+def _engine_actions(n_sends: int) -> np.ndarray:
+    """The engine's hashed feature rows: ``n_sends`` email campaigns, then "send nothing"."""
+    from orchestrator.engine.actions import NO_SEND_FEATURES, hash_features, named_features
+
+    rows = [hash_features(named_features(f"c{j}", "email", {})) for j in range(n_sends)]
+    return np.stack([*rows, hash_features(NO_SEND_FEATURES)])
+
+
+def _exploiting_sends(policy: LinearTS, feats: np.ndarray, n: int = 2000) -> np.ndarray:
+    """The share of exploiting customers who are sent each action (the greedy part)."""
+    x = np.random.default_rng(9).normal(size=(n, 3)).astype(np.float32)
+    eligible = np.ones((n, len(feats)), dtype=bool)
+    _, _, _, exploit = policy._dist(x, feats, eligible, None, True)
+    assert exploit is not None
+    return np.bincount(exploit.argmax(axis=1), minlength=len(feats)) / n
+
+
+def test_the_exploiting_customers_send_only_what_beats_sending_nothing_with_confidence() -> None:
+    """28 campaigns each truly worth -0.5 against sending nothing, 60 noisy sends each (money
+    noise, sd 25): the best of 28 noisy means is positive, and the posterior-mean argmax sent
+    to almost everyone (the loss of the all-harmful world's first promoted day). With
+    ``exploit_confidence=0.8`` and its correction for choosing the best of 28 the exploiting
+    customers keep sending nothing on most logs (0.8 per customer, so not on all). A campaign
+    that is clearly better must still win."""
+    feats = _engine_actions(28)
+    no_send = len(feats) - 1
+    kept_mean, kept_careful = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        a = np.concatenate([np.repeat(np.arange(28), 60), np.full(6000, no_send)])
+        x = rng.normal(size=(len(a), 3)).astype(np.float32)
+        r = np.where(a == no_send, 0.0, -0.5) + rng.normal(0, 25, len(a))
+        p = np.full(len(a), 0.5)
+        mean_only = LinearTS(half_life=None, seed=seed)  # the default: the posterior mean
+        careful = LinearTS(exploit_confidence=0.8, half_life=None, seed=seed)
+        for policy in (mean_only, careful):
+            policy.update(x, feats, a, r, p)
+        kept_mean.append(_exploiting_sends(mean_only, feats)[no_send])
+        kept_careful.append(_exploiting_sends(careful, feats)[no_send])
+        if seed == 0:  # one campaign truly worth +8, with 3,000 sends: it is sent
+            more = np.full(3000, 5)
+            r_more = 8.0 + rng.normal(0, 25, 3000)
+            x_more = rng.normal(size=(3000, 3)).astype(np.float32)
+            careful.update(x_more, feats, more, r_more, p[:3000])
+            assert _exploiting_sends(careful, feats)[5] > 0.9
+    assert np.mean(kept_mean) < 0.3, kept_mean
+    assert np.mean(kept_careful) > 0.6, kept_careful
