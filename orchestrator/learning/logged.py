@@ -8,9 +8,11 @@ in the evaluation holdout (a stable hash: never trained on, only evaluated).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -163,27 +165,45 @@ def load_logged(
         ).all()
         if not rows:
             return []
+        # Rows come ordered by run date: one slice per date, columns transposed once (the
+        # per-row work was most of a learning step's load at 20k customers x 28 days).
         by_day: dict[date, list[sa.Row]] = {}
-        for row in rows:
-            day = row[0] if isinstance(row[0], date) else date.fromisoformat(str(row[0]))
-            by_day.setdefault(day, []).append(row)
+        for key, group in itertools.groupby(rows, key=lambda row: row[0]):
+            day = key if isinstance(key, date) else date.fromisoformat(str(key))
+            by_day.setdefault(day, []).extend(group)
         logged = load_contexts(conn, list(by_day))
         features = action_feature_table(conn)
+    holdout_of: dict[str, bool] = {}  # a customer recurs on many dates: hash each once
     out = []
     for day, day_rows in by_day.items():
         ctx = logged.get(day)
         if ctx is None:
             continue  # decisions without logged contexts (imported, or older) cannot be replayed
         label_index = {label: i for i, label in enumerate(ctx.actions)}
-        keep = []
-        for r in day_rows:
-            label = f"{r[2]}/{r[3]}" if r[2] is not None else NO_SEND_LABEL
-            if r[1] in ctx.row_of and label in label_index:
-                keep.append((r, ctx.row_of[r[1]], label_index[label]))
-        if not keep:
+        cols: list[Sequence[Any]] = list(zip(*day_rows, strict=True))
+        customer, campaign, treatment = cols[1], cols[2], cols[3]
+        row_of = ctx.row_of
+        index = [
+            label_index.get(f"{c}/{t}" if c is not None else NO_SEND_LABEL, -1)
+            for c, t in zip(campaign, treatment, strict=True)
+        ]
+        found = [
+            i
+            for i, (cid, a) in enumerate(zip(customer, index, strict=True))
+            if a >= 0 and cid in row_of
+        ]
+        if not found:
             continue
-        ids = [k[0][1] for k in keep]
-        rows_idx = np.array([k[1] for k in keep], dtype=np.int64)
+        if len(found) < len(day_rows):
+            cols = [[col[i] for i in found] for col in cols]
+            index = [index[i] for i in found]
+        ids = list(cols[1])
+        fresh = [cid for cid in dict.fromkeys(ids) if cid not in holdout_of]
+        if fresh:
+            holdout_of.update(
+                zip(fresh, in_holdout(fresh, salt, holdout_fraction).tolist(), strict=True)
+            )
+        propensity = np.array(cols[5], dtype=np.float64)
         dim = len(next(iter(features.values())))
         out.append(
             LoggedDay(
@@ -194,25 +214,23 @@ def load_logged(
                     [features.get(label, np.zeros(dim)) for label in ctx.actions]
                 ),
                 customer_ids=ids,
-                contexts=ctx.matrix[rows_idx],
-                eligible=ctx.eligible[rows_idx],
-                action=np.array([k[2] for k in keep], dtype=np.int64),
-                policy_prob=np.array([k[0][5] / k[0][6] for k in keep]),
-                propensity=np.array([k[0][5] for k in keep]),
-                reward=np.array([k[0][8] for k in keep], dtype=np.float64),
+                contexts=ctx.matrix[np.array([row_of[cid] for cid in ids], dtype=np.int64)],
+                eligible=ctx.eligible[np.array([row_of[cid] for cid in ids], dtype=np.int64)],
+                action=np.array(index, dtype=np.int64),
+                policy_prob=propensity / np.array(cols[6], dtype=np.float64),
+                propensity=propensity,
+                reward=np.array(cols[8], dtype=np.float64),
                 window_days=np.array(
                     [
-                        k[0][11]
-                        if k[0][11] is not None
-                        else (date.fromisoformat(str(k[0][10])[:10]) - day).days
-                        for k in keep
+                        w if w is not None else (date.fromisoformat(str(end)[:10]) - day).days
+                        for w, end in zip(cols[11], cols[10], strict=True)
                     ],
                     dtype=np.float64,
                 ),
-                control=np.array([k[0][4] == "control" for k in keep]),
-                by_policy=np.array([k[0][7] == "policy" for k in keep]),
-                holdout=in_holdout(ids, salt, holdout_fraction),
-                matured_at=np.array([str(k[0][9]) for k in keep], dtype="datetime64[us]"),
+                control=np.array([g == "control" for g in cols[4]]),
+                by_policy=np.array([r == "policy" for r in cols[7]]),
+                holdout=np.array([holdout_of[cid] for cid in ids], dtype=bool),
+                matured_at=np.array([str(m) for m in cols[9]], dtype="datetime64[us]"),
             )
         )
     return out
