@@ -46,6 +46,7 @@ and the first eligible of them takes the draws, as ``argmax`` would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -279,15 +280,11 @@ class LinearTS(Policy):
         groups = _Groups(action_features)
         coefs = np.vstack([fit.draws, fit.mean]) if with_scores else fit.draws
         weights = fit.score_matrix(groups.rows, coefs, self._np_dtype)
-        ref = _row_of(groups.rows, _no_send_row(groups.rows.shape[1]))
-        pessimism = with_scores and ref is not None and self.exploit_confidence > 0.5
+        ref = None  # "send nothing", against which the cautious option measures each send
+        if with_scores and self.exploit_confidence > 0.5:
+            ref = _row_of(groups.rows, _no_send_row(groups.rows.shape[1]))
         counts, picked, mean, spread = self._argmax_counts(
-            contexts,
-            groups.eligible(eligible),
-            weights,
-            which,
-            with_scores,
-            ref if pessimism else None,
+            contexts, groups.eligible(eligible), weights, which, with_scores, ref
         )
         counts, picked = groups.expand(counts, picked, eligible)
         counts *= (1.0 - self.epsilon) / fit.draws.shape[0]
@@ -744,6 +741,7 @@ class _Groups:
         return out, mapped
 
 
+@functools.cache
 def _no_send_row(dim: int) -> np.ndarray | None:
     """The engine's feature row of "send nothing" (None for another feature map)."""
     from orchestrator.engine.actions import ACTION_FEATURE_DIM, NO_SEND_FEATURES, hash_features

@@ -204,6 +204,7 @@ def load_logged(
                 zip(fresh, in_holdout(fresh, salt, holdout_fraction).tolist(), strict=True)
             )
         propensity = np.array(cols[5], dtype=np.float64)
+        rows_idx = np.array([row_of[cid] for cid in ids], dtype=np.int64)
         dim = len(next(iter(features.values())))
         out.append(
             LoggedDay(
@@ -214,8 +215,8 @@ def load_logged(
                     [features.get(label, np.zeros(dim)) for label in ctx.actions]
                 ),
                 customer_ids=ids,
-                contexts=ctx.matrix[np.array([row_of[cid] for cid in ids], dtype=np.int64)],
-                eligible=ctx.eligible[np.array([row_of[cid] for cid in ids], dtype=np.int64)],
+                contexts=ctx.matrix[rows_idx],
+                eligible=ctx.eligible[rows_idx],
                 action=np.array(index, dtype=np.int64),
                 policy_prob=propensity / np.array(cols[6], dtype=np.float64),
                 propensity=propensity,

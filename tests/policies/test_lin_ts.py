@@ -348,5 +348,17 @@ def test_the_exploiting_customers_send_only_what_beats_sending_nothing_with_conf
             x_more = rng.normal(size=(3000, 3)).astype(np.float32)
             careful.update(x_more, feats, more, r_more, p[:3000])
             assert _exploiting_sends(careful, feats)[5] > 0.9
+            # The exploiting customers' logged propensity is that of the cautious rule.
+            n = 3000
+            xs = rng.normal(size=(n, 3)).astype(np.float32)
+            eligible = np.ones((n, len(feats)), dtype=bool)
+            draws = Draws.seeded(n, 5)
+            pick = careful.choose(xs, feats, eligible, draws)
+            exploit = careful._dist(xs, feats, eligible, None, True)[3]
+            assert exploit is not None
+            rows = np.flatnonzero(draws.per_customer("lints.explore_share") >= 0.25)
+            own = careful._greedy_dist(exploit, eligible)[rows, pick.action[rows]]
+            assert np.allclose(pick.propensity[rows], own)
+            assert (pick.propensity[rows] > 0.9).mean() > 0.9  # mostly the rule's own choice
     assert np.mean(kept_mean) < 0.3, kept_mean
     assert np.mean(kept_careful) > 0.6, kept_careful
