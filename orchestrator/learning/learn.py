@@ -31,6 +31,7 @@ from orchestrator.learning.logged import (
     latest_matured_run_date,
     load_logged,
 )
+from orchestrator.learning.period import load_period
 from orchestrator.measure.ope import Estimate, paired_difference
 from orchestrator.plan import Plan
 from orchestrator.rewards import MaturationReport, mature_rewards
@@ -166,7 +167,7 @@ def learn(
         newest = latest_matured_run_date(engine, until=as_of)
         if newest is None:
             return [], None
-        recent = load_logged(
+        recent = load_period(
             engine,
             salt=plan.settings.salt,
             holdout_fraction=settings.evaluation_holdout,

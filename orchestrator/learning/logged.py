@@ -136,11 +136,18 @@ def load_logged(
     since: date | None = None,
     until: date | None = None,
     matured_after: datetime | None = None,
+    dates: Sequence[date] | None = None,
 ) -> list[LoggedDay]:
-    """Matured decisions (with logged contexts) in the period, grouped by run date."""
+    """Matured decisions (with logged contexts) in the period (or on ``dates``), grouped by
+    run date."""
     # Only dates whose contexts were logged can be replayed (imported decisions have none).
     where = ["EXISTS (SELECT 1 FROM decision_context c WHERE c.run_date = d.run_date)"]
     params: dict[str, object] = {}
+    binds: list[sa.BindParameter[Any]] = []
+    if dates is not None:
+        where.append("d.run_date IN :dates")
+        params["dates"] = list(dates)
+        binds.append(sa.bindparam("dates", expanding=True))
     if since is not None:
         where.append("d.run_date >= :since")
         params["since"] = since
@@ -160,7 +167,7 @@ def load_logged(
                 "JOIN reward r ON r.decision_id = d.id WHERE "
                 + " AND ".join(where)
                 + " ORDER BY d.run_date, d.customer_id"
-            ),
+            ).bindparams(*binds),
             params,
         ).all()
         if not rows:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from orchestrator import admin
 from orchestrator.errors import InputError
-from orchestrator.learning import versions
+from orchestrator.learning import period, versions
 from orchestrator.learning.evaluate import evaluate
 from orchestrator.learning.learn import learn
-from orchestrator.learning.logged import load_logged
+from orchestrator.learning.logged import LoggedDay, load_logged
+from orchestrator.rewards import mature_rewards
 from orchestrator.run import run_daily
 from orchestrator.storage.models import AuditLog, Decision, Event, PolicyVersion
 from tests.helpers import seed_customers
@@ -127,3 +130,48 @@ def test_apprentice_learns_without_acting(engine: sa.Engine, tmp_path: Path) -> 
     assert set(agreement) <= {"priority", "policy"} and agreement
     for agree, total in agreement.values():
         assert 0 <= agree <= total
+
+
+def _same_days(got: list[LoggedDay], want: list[LoggedDay]) -> None:
+    assert [d.run_date for d in got] == [d.run_date for d in want]
+    for g, w in zip(got, want, strict=True):
+        for name, value in vars(w).items():
+            other = getattr(g, name)
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(other, value), (g.run_date, name)
+            else:
+                assert other == value, (g.run_date, name)
+
+
+def test_the_period_cache_rereads_only_the_dates_that_changed(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _world(engine, tmp_path, days=8)
+    span = {"since": START, "until": START + timedelta(days=8)}
+    reads: list[list[date]] = []
+    real = period.load_logged
+
+    def spy(*args: Any, **kwargs: Any) -> list[LoggedDay]:
+        reads.append(list(kwargs["dates"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(period, "load_logged", spy)
+    period.clear()
+
+    def both() -> list[LoggedDay]:
+        got = period.load_period(engine, salt="orch", holdout_fraction=0.2, **span)
+        _same_days(got, load_logged(engine, salt="orch", holdout_fraction=0.2, **span))
+        return got
+
+    mature_rewards(engine, as_of=START + timedelta(days=9))  # the first dates' short windows
+    first = both()
+    assert first and reads == [[d.run_date for d in first]]
+    assert both() and len(reads) == 1  # nothing changed: nothing read
+    mature_rewards(engine, as_of=START + timedelta(days=40))  # every window closes
+    after = both()
+    assert len(reads) == 2 and 0 < len(reads[1]) <= len(after)
+    with pytest.raises(ValueError, match="read-only"):
+        after[0].reward[0] = 1.0  # a cached day cannot be changed behind the cache
+    # Another salt is another holdout: read again, not served from the first entry.
+    period.load_period(engine, salt="other", holdout_fraction=0.2, **span)
+    assert len(reads) == 3 and len(reads[2]) == len(after)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -159,10 +161,10 @@ def test_bad_inputs_are_refused() -> None:
         LinearTS(draw_per="day")
 
 
-def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
-    x, a, r = _log(6, 300)
-    policy = LinearTS(ridge=2.0, dtype="float64")
-    policy.update(x, FEATURES, a, r, np.full(len(a), 0.25))
+def _explicit(x: np.ndarray, a: np.ndarray, ridge: float) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The model written out: the feature map, the design of the log and the prior's
+    precisions (interactions get ``ridge``; levels, the first row and column of the Kronecker
+    layout, a unit prior)."""
 
     def standardize(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
         sd = ref.std(axis=0)
@@ -180,20 +182,43 @@ def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
         za = np.column_stack([np.ones(len(feats)), scale(feats, logged)])
         return np.einsum("ip,iq->ipq", zx, za).reshape(len(xs), -1)
 
-    design = phi(x64, logged)
-    # Interactions get ``ridge``; levels (first row and column of the Kronecker layout) a
-    # unit prior.
     d1, k1 = x.shape[1] + 1, FEATURES.shape[1] + 1
     main = np.zeros((d1, k1), dtype=bool)
     main[0, :] = main[:, 0] = True
-    penalty = np.where(main.ravel(), 1.0, 2.0)
+    return phi, phi(x64, logged), np.where(main.ravel(), 1.0, ridge)
+
+
+def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
+    x, a, r = _log(6, 300)
+    policy = LinearTS(ridge=2.0, dtype="float64")
+    policy.update(x, FEATURES, a, r, np.full(len(a), 0.25))
+    phi, design, penalty = _explicit(x, a, 2.0)
     theta = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ r)
-    probe = x64[:20]
+    probe = x[:20].astype(np.float64)
     expected = np.column_stack(
         [phi(probe, np.repeat(FEATURES[[j]], 20, axis=0)) @ theta for j in range(N_ACTIONS)]
     )
     got = policy.scores(x[:20], FEATURES, np.ones((20, N_ACTIONS), bool))
     assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_draws_follow_the_whole_posterior_also_where_no_action_was_seen() -> None:
+    """Four actions span four of the five action-feature directions: the fifth has no data
+    and is not solved for, its draws come from the prior. Whitened by the explicit posterior
+    precision, every coefficient's draws must be independent with one common variance."""
+    x, a, r = _log(8, 300)
+    policy = LinearTS(ridge=2.0, dtype="float64", n_draws=4000)
+    policy.update(x, FEATURES, a, r, np.full(len(a), 0.25))
+    _, design, penalty = _explicit(x, a, 2.0)
+    chol = np.linalg.cholesky(design.T @ design + np.diag(penalty))
+    fit = policy._posterior()
+    assert fit is not None
+    white = (fit.draws - fit.mean) @ chol  # (draws, D): sigma * iid standard normals
+    cov = np.cov(white, rowvar=False)
+    var = np.diag(cov)
+    assert np.all(np.abs(var / var.mean() - 1.0) < 0.2), var / var.mean()
+    corr = cov / np.sqrt(np.outer(var, var))
+    assert np.abs(corr[~np.eye(len(var), dtype=bool)]).max() < 0.15
 
 
 def test_choose_reports_the_posterior_mean_scores() -> None:
