@@ -16,7 +16,6 @@ The customers are those of the ``customer`` table plus anyone with a purchase or
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,13 +25,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from orchestrator.errors import InputError
 from orchestrator.features import LIFECYCLE_STAGES
 from orchestrator.segments import basket, behaviour
 from orchestrator.segments.config import SegmentConfig
+from orchestrator.segments.events import (
+    has_events,
+    latest_event_day,
+    read_customer_ids,
+    read_events,
+)
 from orchestrator.segments.history import SEGMENT_KINDS, last_history_day, record_history
 from orchestrator.segments.lifecycle import lifecycle_stages
 from orchestrator.segments.micro import (
@@ -53,29 +57,14 @@ from orchestrator.segments.value import (
 from orchestrator.storage.bulk import (
     advisory_lock,
     begin_write,
-    driver_connection,
     insert_arrow,
-    is_postgres_conn,
     sqlite_cache,
 )
 from orchestrator.storage.models import utcnow
 
 STEPS = ("check", "read", "summarize", "model", "score", "cluster", "write", "history")
 MIX_TOP = 8  # categories (channels) whose purchase shares the micro-segments see
-FETCH_ROWS = 200_000
 EPOCH = date(1970, 1, 1)
-EVENT_COLUMNS = ("customer_id", "day", "is_return", "amount", "discount", "category", "channel")
-EVENT_TYPES = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("day", pa.date32()),
-        ("is_return", pa.bool_()),
-        ("amount", pa.float64()),
-        ("discount", pa.float64()),
-        ("category", pa.string()),
-        ("channel", pa.string()),
-    ]
-)
 
 Progress = Callable[[int, int], None]
 
@@ -93,100 +82,6 @@ class RefreshResult:
     history_changes: dict[str, int]  # per kind: customers who entered a new segment
     model: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def latest_event_day(conn: sa.Connection) -> date | None:
-    """The day of the most recent event, or None when there is none."""
-    value = conn.execute(sa.text("SELECT max(occurred_at) FROM event")).scalar_one_or_none()
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    return date.fromisoformat(str(value)[:10])
-
-
-def has_events(conn: sa.Connection, end: date) -> bool:
-    """Whether any event happened before the start of ``end``."""
-    sql = sa.text("SELECT 1 FROM event WHERE occurred_at < :end LIMIT 1")
-    return conn.execute(sql, {"end": time_bound(conn, end)}).first() is not None
-
-
-def time_bound(conn: sa.Connection, end: date) -> Any:
-    """Midnight starting ``end``, as a bound in ``occurred_at < bound``.
-
-    SQLite keeps timestamps as text: the bare date sorts after every timestamp of the days before
-    it, whatever its format, and before every timestamp of ``end`` itself.
-    """
-    if is_postgres_conn(conn):
-        return datetime.combine(end, datetime.min.time())
-    return end.isoformat()
-
-
-def read_events(conn: sa.Connection, end: date) -> pa.Table:
-    """Purchase and return events before ``end`` as columns (``EVENT_TYPES``)."""
-    if is_postgres_conn(conn):
-        return _read_events_postgres(conn, end)
-    return _read_events_sqlite(conn, end)
-
-
-def _read_events_sqlite(conn: sa.Connection, end: date) -> pa.Table:
-    # `+occurred_at` keeps SQLite from walking the time index (a random table lookup per row):
-    # one sequential scan is far cheaper for any as-of day. Most of the time goes into making
-    # Python objects of the values; columns are built per chunk to keep memory flat.
-    sql = (
-        "SELECT customer_id, substr(occurred_at, 1, 10), type = 'return', amount, discount, "
-        "category, channel FROM event "
-        "WHERE type IN ('purchase', 'return') AND +occurred_at < ?"
-    )
-    cur = driver_connection(conn).execute(sql, (time_bound(conn, end),))
-    text_types = [pa.string(), pa.string(), pa.int8(), *EVENT_TYPES.types[3:]]
-    batches = []
-    while rows := cur.fetchmany(FETCH_ROWS):
-        arrays = [pa.array([row[i] for row in rows], kind) for i, kind in enumerate(text_types)]
-        arrays[1] = pc.cast(arrays[1], pa.date32())
-        arrays[2] = pc.not_equal(arrays[2], 0)
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=EVENT_TYPES))
-    return pa.Table.from_batches(batches, schema=EVENT_TYPES)
-
-
-def _read_events_postgres(conn: sa.Connection, end: date) -> pa.Table:
-    sql = (
-        "COPY (SELECT customer_id, occurred_at::date, type = 'return', amount, discount, "
-        "category, channel FROM event "
-        "WHERE type IN ('purchase', 'return') AND occurred_at < %s) TO STDOUT (FORMAT csv)"
-    )
-    buf = io.BytesIO()
-    cur = driver_connection(conn).cursor()
-    with cur.copy(sql, (time_bound(conn, end),)) as copy:
-        for chunk in copy:
-            buf.write(chunk)
-    if buf.tell() == 0:
-        return EVENT_TYPES.empty_table()
-    buf.seek(0)
-    # COPY's CSV: NULL is an empty unquoted field, an empty string is quoted ("").
-    return pa_csv.read_csv(
-        buf,
-        read_options=pa_csv.ReadOptions(column_names=list(EVENT_COLUMNS)),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=EVENT_TYPES,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-
-
-def read_customer_ids(conn: sa.Connection) -> pa.Array:
-    """Every id of the ``customer`` table."""
-    cur = driver_connection(conn).cursor()
-    cur.execute("SELECT customer_id FROM customer")
-    return pa.array([row[0] for row in cur.fetchall()], pa.string())
 
 
 # --- ordering of refreshes ------------------------------------------------------------------
