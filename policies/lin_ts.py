@@ -88,7 +88,7 @@ class LinearTS(Policy):
     """
 
     name = "lints"
-    state_version = 1
+    state_version = 2  # 2: with the residuals' statistics (the robust spread); 1 loads
 
     def __init__(
         self,
@@ -145,6 +145,7 @@ class LinearTS(Policy):
         self._keys = np.zeros((0, 0))  # (J, k) action-feature rows
         self._gram = np.zeros((0, 0, 0))  # (J, d+1, d+1) Σ x̃x̃ᵀ, x̃ = [1, x]
         self._xr = np.zeros((0, 0))  # (J, d+1) Σ r·x̃
+        self._meat = np.zeros((0, 0, 0))  # (J, d+1, d+1) Σ x̃x̃ᵀe², e: out-of-sample residual
         self._sum_r = 0.0
         self._sum_r2 = 0.0
         self._n_updates = 0
@@ -191,9 +192,11 @@ class LinearTS(Policy):
         groups = np.arange(len(self._keys))
         gram = np.zeros((len(self._keys), len(names) + 1, len(names) + 1))
         gram[np.ix_(groups, new_idx, new_idx)] = self._gram[np.ix_(groups, old_idx, old_idx)]
+        meat = np.zeros_like(gram)
+        meat[np.ix_(groups, new_idx, new_idx)] = self._meat[np.ix_(groups, old_idx, old_idx)]
         xr = np.zeros((len(self._keys), len(names) + 1))
         xr[:, new_idx] = self._xr[:, old_idx]
-        self._gram, self._xr, self._names = gram, xr, names
+        self._gram, self._meat, self._xr, self._names = gram, meat, xr, names
         self._fit = None
 
     # --- scoring -----------------------------------------------------------------------------
@@ -439,10 +442,15 @@ class LinearTS(Policy):
         if not len(self._keys):
             self._keys = np.zeros((0, k))
             self._gram = np.zeros((0, d + 1, d + 1))
+            self._meat = np.zeros((0, d + 1, d + 1))
             self._xr = np.zeros((0, d + 1))
+        # Residuals of the model as it was before these rows (out of sample; the rewards
+        # themselves before there is a model): what the spread of the posterior is made of.
+        residual = rewards - self._predict(x, feats, actions)
         if self.half_life is not None and len(self._keys):
             keep = 0.5 ** (1.0 / self.half_life)
             self._gram *= keep
+            self._meat *= keep
             self._xr *= keep
             self._sum_r *= keep
             self._sum_r2 *= keep
@@ -455,38 +463,53 @@ class LinearTS(Policy):
         bounds = np.searchsorted(inverse[order], np.arange(len(present) + 1))
         new_keys: list[np.ndarray] = []
         new_gram: list[np.ndarray] = []
+        new_meat: list[np.ndarray] = []
         new_xr: list[np.ndarray] = []
         for i, action in enumerate(present):
             rows = order[bounds[i] : bounds[i + 1]]
             block = xt[rows]
             gram, xr = block.T @ block, block.T @ rewards[rows]
+            meat = (block * residual[rows, None] ** 2).T @ block
             key = feats[action]
             j = index.get(key.tobytes())
             if j is None:
                 index[key.tobytes()] = len(self._keys) + len(new_keys)
                 new_keys.append(key)
                 new_gram.append(gram)
+                new_meat.append(meat)
                 new_xr.append(xr)
             elif j >= len(self._keys):
                 new_gram[j - len(self._keys)] += gram
+                new_meat[j - len(self._keys)] += meat
                 new_xr[j - len(self._keys)] += xr
             else:
                 self._gram[j] += gram
+                self._meat[j] += meat
                 self._xr[j] += xr
         if new_keys:
             self._keys = np.concatenate([self._keys, np.stack(new_keys)])
             self._gram = np.concatenate([self._gram, np.stack(new_gram)])
+            self._meat = np.concatenate([self._meat, np.stack(new_meat)])
             self._xr = np.concatenate([self._xr, np.stack(new_xr)])
         self._sum_r += float(rewards.sum())
         self._sum_r2 += float(rewards @ rewards)
         self._n_updates += 1
         self._fit = None
 
+    def _predict(self, x: np.ndarray, feats: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``(n,)`` the posterior mean reward of each row's action (0 with no model yet)."""
+        fit = self._posterior()
+        if fit is None:
+            return np.zeros(len(actions))
+        weights = fit.score_matrix(feats, fit.mean[None], np.float64)[actions]
+        return np.einsum("ij,ij->i", x, weights[:, :-1]) + weights[:, -1]
+
     def _posterior(self) -> _Posterior | None:
         if self._fit is None and len(self._keys):
             self._fit = _Posterior.solve(
                 self._keys,
                 self._gram,
+                self._meat,
                 self._xr,
                 self._sum_r,
                 self._sum_r2,
@@ -515,8 +538,9 @@ class LinearTS(Policy):
             "n_updates": self._n_updates,
             "fit": self._fit_key() if fit is not None else None,
             "log_ridge": list(self._log_ridge) if self._log_ridge is not None else None,
+            "meat": True,
         }
-        arrays = [self._keys, self._gram, self._xr]
+        arrays = [self._keys, self._gram, self._xr, self._meat]
         if fit is not None:
             arrays += [fit.mean, fit.draws, fit.x_map, fit.a_map]
         return pack_arrays(meta, arrays)
@@ -524,8 +548,16 @@ class LinearTS(Policy):
     def _load_payload(self, payload: bytes) -> None:
         meta, _ = unpack_arrays(payload, 0)
         has_fit = meta.get("fit") is not None
-        meta, arrays = unpack_arrays(payload, 7 if has_fit else 3)
+        stats = 4 if meta.get("meat") else 3
+        meta, arrays = unpack_arrays(payload, stats + (4 if has_fit else 0))
         self._keys, self._gram, self._xr = arrays[:3]
+        if stats == 4:
+            self._meat = arrays[3]
+        else:  # saved before the robust spread: the constant-noise equivalent
+            n = float(self._gram[:, 0, 0].sum()) if len(self._gram) else 0.0
+            var = max(meta["sum_r2"] / n - (meta["sum_r"] / n) ** 2, 0.0) if n else 0.0
+            self._meat = self._gram * var
+        arrays = arrays[:3] + arrays[stats:]
         self._names = tuple(meta["names"]) if meta["names"] is not None else None
         self._sum_r, self._sum_r2 = float(meta["sum_r"]), float(meta["sum_r2"])
         self._n_updates = int(meta["n_updates"])
@@ -586,6 +618,7 @@ class _Posterior:
         cls,
         keys: np.ndarray,
         gram: np.ndarray,
+        meat: np.ndarray,
         xr: np.ndarray,
         sum_r: float,
         sum_r2: float,
@@ -626,8 +659,12 @@ class _Posterior:
         a = (full @ rotation.T)[:, :da]
         # Σ_j G_j ⊗ a_j a_jᵀ as one matrix product, then into Kronecker layout.
         outer_a = np.einsum("jq,jr->jqr", a, a).reshape(len(a), da * da)
-        precision = (g.reshape(len(g), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
-        precision = precision.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
+
+        def kron_sum(per_action: np.ndarray) -> np.ndarray:
+            total = (per_action.reshape(len(a), dx * dx).T @ outer_a).reshape(dx, dx, da, da)
+            return total.transpose(0, 2, 1, 3).reshape(dx * da, dx * da)
+
+        precision = kron_sum(g)
         rhs = (h.T @ a).ravel()
         # Two kinds of coefficient, two priors, both centred on zero (no value over sending
         # nothing): levels (the global one, each action's own ``1 ⊗ a``, each customer
@@ -691,17 +728,25 @@ class _Posterior:
         rss = max(sum_r2 - mean @ rhs - mean @ (prior * mean), 0.0)
         var_r = max(sum_r2 / n - (sum_r / n) ** 2, 0.0)
         dim = dx * da_full
-        sigma = np.sqrt((rss + dim * var_r) / (n + dim)) * exploration
+        sigma = np.sqrt((rss + dim * var_r) / (n + dim))
         half = (n_draws + 1) // 2
         z = rng.standard_normal((dim, half))
-        # The solved block's draws from its factor; the others' from their prior alone.
+        # The spread: the sandwich A⁻¹ (M + σ²Λ) A⁻¹, M = Σ φφᵀe² from the residuals, not
+        # σ²A⁻¹. Money rewards are far noisier for some customers than for others (big
+        # spenders); one pooled σ² made the posterior sure of slopes on spend fitted to a few
+        # large purchases, and a whole day's cohort got the action such a slope favoured.
+        # Without data (M = 0) it is the prior's σ²Λ⁻¹, as before.
+        robust = kron_sum(np.einsum("pi,jik,qk->jpq", x_map, meat, x_map, optimize=True))
+        robust[np.diag_indices_from(robust)] += sigma**2 * prior
+        root = scipy.linalg.cholesky(robust, lower=True)
         delta = np.zeros((half, dx, da_full))
-        delta[:, :, :da] = scipy.linalg.solve_triangular(
-            chol.T, z[: dx * da], lower=False
-        ).T.reshape(half, dx, da)
+        delta[:, :, :da] = scipy.linalg.cho_solve((chol, True), root @ z[: dx * da]).T.reshape(
+            half, dx, da
+        )
+        # The directions no action spans: the prior alone.
         free = np.where(np.arange(dx)[:, None] == 0, 10.0 ** used[0], 10.0 ** used[1])
-        delta[:, :, da:] = z[dx * da :].T.reshape(half, dx, da_full - da) / np.sqrt(free)
-        delta *= sigma
+        delta[:, :, da:] = z[dx * da :].T.reshape(half, dx, da_full - da) * sigma / np.sqrt(free)
+        delta *= exploration
         # Back to the unrotated action columns: score = x W (rotation a), so W_a = W rotation.
         coef = np.zeros((dx, da_full))
         coef[:, :da] = mean.reshape(dx, da)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.engine.hashing import Draws
+from policies.base import pack_arrays, unpack_arrays
 from policies.lin_ts import LinearTS
 
 N_ACTIONS = 4
@@ -88,6 +90,25 @@ def test_feature_names_carry_the_model_across_a_new_column_order() -> None:
     restored = LinearTS()
     restored.set_state(policy.get_state())
     assert np.allclose(restored.scores(reordered, FEATURES, eligible), before, atol=1e-4)
+
+
+def test_a_state_saved_before_the_robust_spread_still_loads() -> None:
+    """Version 1 had no residual statistics: it loads with the constant-noise equivalent and
+    keeps its solved posterior; this code's states say version 2, which older code refuses."""
+    policy = _trained()
+    meta, arrays = unpack_arrays(policy._state_payload(), 8)
+    del meta["meat"]
+    old_payload = pack_arrays(meta, arrays[:3] + arrays[4:])
+    header = json.dumps({"kind": "lints", "version": 1, "params": policy.params()}).encode()
+    old = b"ORCHPOL1" + len(header).to_bytes(4, "big") + header + old_payload
+    restored = LinearTS()
+    restored.set_state(old)
+    x, _, _ = _log(3, 50)
+    eligible = np.ones((50, N_ACTIONS), bool)
+    assert np.allclose(restored.scores(x, FEATURES, eligible), policy.scores(x, FEATURES, eligible))
+    assert restored._meat.shape == policy._meat.shape and restored._meat[:, 0, 0].min() > 0
+    state = policy.get_state()
+    assert json.loads(state[12 : 12 + int.from_bytes(state[8:12], "big")])["version"] == 2
 
 
 def test_identical_actions_act_as_one_and_the_first_eligible_takes_the_mass() -> None:
@@ -202,23 +223,47 @@ def test_posterior_mean_is_the_ridge_solution_on_explicit_features() -> None:
     assert np.allclose(got, expected, atol=1e-6)
 
 
-def test_draws_follow_the_whole_posterior_also_where_no_action_was_seen() -> None:
-    """Four actions span four of the five action-feature directions: the fifth has no data
-    and is not solved for, its draws come from the prior. Whitened by the explicit posterior
-    precision, every coefficient's draws must be independent with one common variance."""
+def test_draws_follow_the_robust_posterior_also_where_no_action_was_seen() -> None:
+    """The draws' covariance is the sandwich ``A⁻¹ (M + σ²Λ) A⁻¹`` (``M = Σ φφᵀ e²`` with the
+    residuals before the update: here the rewards, there being no model yet), times
+    ``exploration²``. Four actions span four of the five action-feature directions: the fifth
+    has no data and is not solved for; its draws come from the prior. Whitened by the
+    explicit covariance, every coefficient's draws are independent standard normals."""
     x, a, r = _log(8, 300)
-    policy = LinearTS(ridge=2.0, dtype="float64", n_draws=4000)
+    r = r * np.where(x[:, 0] > 0, 6.0, 1.0)  # noise that differs between customers
+    policy = LinearTS(ridge=2.0, dtype="float64", n_draws=4000, exploration=0.7)
     policy.update(x, FEATURES, a, r, np.full(len(a), 0.25))
     _, design, penalty = _explicit(x, a, 2.0)
-    chol = np.linalg.cholesky(design.T @ design + np.diag(penalty))
+    precision = design.T @ design + np.diag(penalty)
+    theta = np.linalg.solve(precision, design.T @ r)
+    n, dim = len(r), len(theta)
+    rss = r @ r - theta @ (design.T @ r) - theta @ (penalty * theta)
+    sigma2 = (rss + dim * r.var()) / (n + dim)
+    meat = design.T @ (design * (r**2)[:, None]) + sigma2 * np.diag(penalty)
+    inv = np.linalg.inv(precision)
+    cov = 0.7**2 * inv @ meat @ inv
     fit = policy._posterior()
     assert fit is not None
-    white = (fit.draws - fit.mean) @ chol  # (draws, D): sigma * iid standard normals
-    cov = np.cov(white, rowvar=False)
-    var = np.diag(cov)
-    assert np.all(np.abs(var / var.mean() - 1.0) < 0.2), var / var.mean()
-    corr = cov / np.sqrt(np.outer(var, var))
-    assert np.abs(corr[~np.eye(len(var), dtype=bool)]).max() < 0.15
+    white = np.linalg.solve(np.linalg.cholesky(cov), (fit.draws - fit.mean).T).T
+    var = white.var(axis=0)
+    assert np.all(np.abs(var - 1.0) < 0.2), var
+    corr = np.corrcoef(white, rowvar=False)
+    assert np.abs(corr[~np.eye(dim, dtype=bool)]).max() < 0.15
+
+
+def test_the_spread_is_made_of_out_of_sample_residuals() -> None:
+    """A second batch adds its residuals under the model fitted on the first: a model that
+    explains the rewards leaves a spread far below the rewards' own."""
+    x, a, r = _log(9, 600)
+    signal = np.where(a == 1, 5.0, 0.0) * np.sign(x[:, 0])
+    policy = LinearTS(ridge=2.0, dtype="float64", half_life=None)
+    p = np.full(300, 0.25)
+    policy.update(x[:300], FEATURES, a[:300], signal[:300] + r[:300], p)
+    before = policy._meat.copy()
+    policy.update(x[300:], FEATURES, a[300:], signal[300:] + r[300:], p)
+    added = policy._meat[:, 0, 0].sum() - before[:, 0, 0].sum()
+    raw = ((signal[300:] + r[300:]) ** 2).sum()
+    assert 0.0 < added < 0.5 * raw
 
 
 def test_choose_reports_the_posterior_mean_scores() -> None:
