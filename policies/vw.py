@@ -64,8 +64,10 @@ class VowpalPolicy(Policy):
     VW's ``-l`` (None: VW's default); ``bits`` hash table size (``-b``); ``reward_scale``
     divides rewards into costs of order 1 (VW's explorers assume that scale); ``learn_actions``
     ``"chosen"`` (learn from the chosen action line only), ``"all"`` (every action line) or
-    ``"auto"`` (chosen for ``mtr``, except with ``cover``, which needs them all); ``seed`` VW's
-    random seed; ``extra_args`` further VW command-line arguments.
+    ``"auto"`` (chosen for ``mtr``, except with ``cover``, which needs them all);
+    ``propensity_weights`` weighs each logged row by one over its propensity in VW's cost
+    regression (MTR's own rule; off, the default: every row weighs one, see ``update``);
+    ``seed`` VW's random seed; ``extra_args`` further VW command-line arguments.
     """
 
     name = "vw"
@@ -85,6 +87,7 @@ class VowpalPolicy(Policy):
         bits: int = 18,
         reward_scale: float = 1.0,
         learn_actions: str = "auto",
+        propensity_weights: bool = False,
         seed: int = 0,
         extra_args: Sequence[str] = (),
     ) -> None:
@@ -105,6 +108,7 @@ class VowpalPolicy(Policy):
         self.bits = int(bits)
         self.reward_scale = float(reward_scale)
         self.learn_actions = learn_actions
+        self.propensity_weights = bool(propensity_weights)
         self.seed = int(seed)
         self.extra_args = tuple(str(a) for a in extra_args)
         self._names: tuple[str, ...] | None = None
@@ -124,6 +128,7 @@ class VowpalPolicy(Policy):
             "bits": self.bits,
             "reward_scale": self.reward_scale,
             "learn_actions": self.learn_actions,
+            "propensity_weights": self.propensity_weights,
             "seed": self.seed,
             "extra_args": list(self.extra_args),
         }
@@ -273,7 +278,17 @@ class VowpalPolicy(Policy):
         rewards: np.ndarray,
         propensities: np.ndarray,
     ) -> None:
-        """Learn from each logged row in order (VW is an online learner)."""
+        """Learn from each logged row in order (VW is an online learner).
+
+        Without ``propensity_weights`` the label's probability is 1: VW's regression of cost
+        on context and action then weighs every row alike, as ``lints``' least squares does,
+        which is consistent under any logging that depends on the context only when the
+        model is right. MTR's 1/propensity weights correct for a wrong model at the price of
+        variance, and with money rewards that price was the model: rows logged at a
+        propensity of 1% weigh a hundred others, a few large purchases decided which action
+        looked best, and the policy sent a 30% discount to half the customers of a weekly
+        wave (standard world: -30% of the oracle with the weights, +9% without; world seed
+        2027: -51% and -22%)."""
         _, feats, actions, rewards = check_log(
             "vw", contexts, action_features, actions, rewards, propensities
         )
@@ -285,7 +300,9 @@ class VowpalPolicy(Policy):
             feats,
             actions,
             -rewards / self.reward_scale,
-            np.asarray(propensities, dtype=np.float64),
+            np.asarray(propensities, dtype=np.float64)
+            if self.propensity_weights
+            else np.ones(len(actions)),
             learn_all,
         )
         vw, parse = self._vw, pylibvw.vw._parse

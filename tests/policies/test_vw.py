@@ -127,3 +127,25 @@ def test_a_first_version_takes_its_cost_scale_from_the_rewards() -> None:
     params = VowpalPolicy.params_from_rewards(rewards)
     assert params == {"reward_scale": pytest.approx(float(np.std(rewards)))}
     assert VowpalPolicy.params_from_rewards(np.zeros(0)) == {}
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_rows_weigh_one_unless_propensity_weights(
+    weights: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VW's label carries the probability it divides by: 1 by default (every row weighs
+    one), the logged propensity with ``propensity_weights``; the choice is a saved param."""
+    policy = VowpalPolicy(propensity_weights=weights)
+    fed: list[np.ndarray] = []
+    real = policy._learning_texts
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fed.append(np.array(args[4]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "_learning_texts", spy)
+    propensities = np.array([0.5, 0.02, 0.9])
+    x = np.zeros((3, 2), np.float32)
+    policy.update(x, FEATURES, np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0]), propensities)
+    assert np.array_equal(fed[0], propensities if weights else np.ones(3))
+    assert VowpalPolicy(**policy.params()).propensity_weights is weights
