@@ -237,7 +237,7 @@ class _GivenIds:
         mine = {
             r[KEY]: (i, r) for i, r in enumerate(values.to_pylist())
         }  # the last of repeated identical rows: they are the same event
-        event = sa.table("event", *(sa.column(c) for c in (KEY, *fields)))
+        event = sa.table("event", *(sa.column(c) for c in (KEY, *fields, "imported_at")))
         changed: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
         ids = list(mine)
         for start in range(0, len(ids), 1000):
@@ -265,7 +265,10 @@ class _GivenIds:
             )
         for _, key, _, new in changed:
             conn.execute(
-                sa.update(event).where(event.c[KEY] == key).values({f: new[f] for f in fields})
+                sa.update(event)
+                .where(event.c[KEY] == key)
+                # a new import time: readers that keep what they read see the change
+                .values({**{f: new[f] for f in fields}, "imported_at": utcnow()})
             )
         return len(changed)
 

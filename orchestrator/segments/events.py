@@ -4,13 +4,14 @@ SQLite: one table scan fetched in chunks (most of the time goes into making Pyth
 the values). PostgreSQL: ``COPY ... TO STDOUT`` parsed by Arrow.
 
 A long-lived process (the daemon, `orch simulate`) refreshes every day over the same, growing
-history; on SQLite it keeps the last read and reads only what is new since: events are only ever
-inserted (an import skips an event it already has), so the rows up to the newest id read stay
-what they were. Before reusing them it checks that they are still there (the count and the
-import time of the newest), then reads the events inserted since and those of the days between
-the two ends that were already there (late arrivals), and keeps the rows in id order, the
-order of a full scan. PostgreSQL is read whole: its COPY is fast, and ids there are not
-committed in order. The cache holds at most ``ORCH_EVENTS_CACHE_MB`` (default 512).
+history; on SQLite it keeps the last read and reads only what is new since: an import skips an
+event it already has, and ``--update``, which corrects one in place, gives it a new import
+time. Before reusing the rows up to the newest id read it checks that they are still there and
+unchanged (their count and their latest import time), then reads the events inserted since
+and those of the days between the two ends that were already there (late arrivals), and keeps
+the rows in id order, the order of a full scan. PostgreSQL is read whole: its COPY is fast, and
+ids there are not committed in order. The cache holds at most ``ORCH_EVENTS_CACHE_MB``
+(default 512).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class _Read:
     end: date
     max_id: int
     count: int  # events of any type with id <= max_id
-    stamp: str  # imported_at of the newest
+    stamp: str  # the latest imported_at among them (an update in place sets it anew)
     table: pa.Table
 
 
@@ -186,17 +187,17 @@ def _cached_sqlite(conn: sa.Connection, end: date) -> pa.Table:
 
 
 def _stamp(cur: Any, event_id: int) -> str:
-    cur.execute("SELECT imported_at FROM event WHERE id = ?", (event_id,))
+    """The latest import time of the events up to ``event_id``."""
+    cur.execute("SELECT MAX(imported_at) FROM event WHERE id <= ?", (event_id,))
     row = cur.fetchone()
-    return str(row[0]) if row else ""
+    return str(row[0]) if row and row[0] is not None else ""
 
 
 def _still_there(cur: Any, old: _Read) -> bool:
     cur.execute("SELECT COUNT(*), MAX(id) FROM event WHERE id <= ?", (old.max_id,))
     count, newest = cur.fetchone()
-    return (int(count), int(newest or 0)) == (old.count, old.max_id) and _stamp(
-        cur, old.max_id
-    ) == old.stamp
+    same = (int(count), int(newest or 0)) == (old.count, old.max_id)
+    return same and _stamp(cur, old.max_id) == old.stamp
 
 
 def clear_cache() -> None:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from helpers_segments import add_events, simulated_shop
 
 from orchestrator.segments import events
+from orchestrator.storage.models import utcnow
 
 
 def _read(engine: sa.Engine, end: date) -> pa.Table:
@@ -68,3 +69,21 @@ def test_a_kept_read_equals_a_full_scan(engine: sa.Engine, monkeypatch: pytest.M
     with engine.begin() as conn:  # history changed behind the kept read: noticed
         conn.execute(sa.text("DELETE FROM event WHERE id = (SELECT MIN(id) FROM event)"))
     check(date(2026, 4, 1))
+
+
+def test_an_event_corrected_in_place_is_read_again(engine: sa.Engine) -> None:
+    """`events import --update` rewrites a stored event and gives it a new import time."""
+    add_events(engine, simulated_shop(10, date(2026, 1, 1), 30, seed=2))
+    events.clear_cache()
+    end = date(2026, 2, 1)
+    before = _read(engine, end)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE event SET amount = amount + 1000, imported_at = :now "
+                "WHERE id = (SELECT MIN(id) FROM event WHERE type = 'purchase')"
+            ),
+            {"now": utcnow()},
+        )
+    after = _read(engine, end)
+    assert after.equals(_scan(engine, end)) and not after.equals(before)
