@@ -8,8 +8,9 @@ customers not (yet) in the customer table are accepted.
 ``occurred_at`` takes ISO dates or datetimes, with or without an offset (stored as naive UTC).
 An empty ``amount`` is 0 (visits, opens); empty optional cells are NULL.
 
-The rows are prepared chunk by chunk, each while the previous one is being written, all in one
-transaction: the first bad row (unless ``skip_invalid``) rolls everything back.
+The file is read, prepared and written chunk by chunk (each chunk is prepared while the previous
+one is being written), all in one transaction: the first bad row (unless ``skip_invalid``) rolls
+everything back. Memory is that of a chunk, not of the file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,8 @@ from orchestrator.errors import ImportFileError
 from orchestrator.imports.common import (
     column,
     constant_timestamp,
-    progress_of,
     require_columns,
     text_field,
-    write_rejects,
 )
 from orchestrator.imports.convert import (
     Converted,
@@ -51,9 +52,10 @@ from orchestrator.imports.convert import (
     to_string,
     to_timestamp,
 )
-from orchestrator.imports.problems import Checks, Problems, Shifted
+from orchestrator.imports.problems import Checks, Problems, Shifted, write_reject_tables
 from orchestrator.imports.report import ImportReport, Progress
-from orchestrator.imports.source import Source, read_source
+from orchestrator.imports.source import Source, default_rejects_path
+from orchestrator.imports.stream import Chunk, SourceStream, open_source
 from orchestrator.storage import bulk
 from orchestrator.storage.models import utcnow
 
@@ -79,8 +81,12 @@ def import_events(
 ) -> ImportReport:
     """Insert the new events of a CSV, Parquet or JSON-lines file in one transaction.
 
+    The file is read in chunks (memory does not grow with its length): each is converted,
+    checked and written while the next is read.
+
     An event whose ``event_id`` is stored already with other content is refused, naming its
     line, unless ``update``: then the stored event takes the file's content (``updated``).
+    One ``event_id`` given to two different events of the file is refused either way.
 
     An event later than ``now`` (UTC, default the clock; a simulation passes its own day) by
     more than ``FUTURE_TOLERANCE`` is refused: a wrong year would otherwise move every
@@ -95,39 +101,41 @@ def import_events(
     ``known_customers_only`` they are refused and nothing is written.
     """
     started = time.perf_counter()
-    source = read_source(path, fmt)
-    require_columns(source, REQUIRED)
-    for name in source.table.column_names:
-        column(source, name)  # refuse unsupported column types before any work
-    n = source.table.num_rows
-    problems = Problems(source)
+    stream = open_source(path, fmt)
+    first = stream.first()
+    require_columns(first, REQUIRED)
+    for name in first.table.column_names:
+        column(first, name)  # refuse unsupported column types before any work
     latest = (now or utcnow()) + FUTURE_TOLERANCE
     now = utcnow()
-    # Chunks are prepared while the previous one is written; errors roll the whole thing back.
-    chunk_rows = bulk.chunk_rows_for(n)
-    seen = _GivenIds()
-    chunks = _prepared_chunks(
-        source, problems, now, chunk_rows, skip_invalid=skip_invalid, seen=seen, latest=latest
-    )
-    report = progress_of(progress, n)
+    estimate = stream.estimated_rows
     with engine.begin() as conn:
         bulk.begin_write(conn)
         before = conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM event")).scalar_one()
-        deferred = bulk.worth_deferring(conn, "event", n)
+        work = _EventImport(
+            stream,
+            now=now,
+            latest=latest,
+            skip_invalid=skip_invalid,
+            update=update,
+            known=_known_customers(conn, estimate),
+        )
+        if progress is not None:
+            progress(0, estimate)
+        deferred = bulk.worth_deferring(conn, "event", estimate)
         with bulk.sqlite_cache(conn), bulk.deferred_indexes(conn, "event", enabled=deferred):
             inserted = bulk.insert_arrow_chunks(
                 conn,
                 "event",
-                chunks,
+                work.prepared(stream.chunks(bulk.chunk_rows_for(estimate))),
                 on_conflict_do_nothing=(KEY,),
-                progress=report,
+                progress=(
+                    None if progress is None else lambda done: progress(done, max(estimate, done))
+                ),
+                after=lambda data, count: work.written(conn, data, count),
             )
-            seen.check(source)  # before the commit: a contradiction rolls everything back
-            updated = 0
-            if inserted < source.rows_read - problems.count():  # some rows were known already
-                updated = seen.reconcile(conn, source, update=update)
-            warnings = seen.known_without_ids(conn)
-        unknown = _unknown_customers(conn, source, int(before))
+            warnings = work.known_without_ids(conn)
+        unknown = _unknown_customers(conn, int(before)) if work.unknown_seen else (0, 0, None)
         if unknown[0]:
             what = (
                 f"{unknown[0]:,} new event(s) of {unknown[1]:,} customer(s) not in the customer "
@@ -135,23 +143,29 @@ def import_events(
             )
             if known_customers_only:
                 raise ImportFileError(
-                    f"{_where_customer(source, unknown[2])}: {what}; import those customers "
+                    f"{_where_customer(stream, unknown[2])}: {what}; import those customers "
                     "first (nothing was written)"
                 )
             warnings.append(
                 f"{what}: they count for no segment or reward until the customers are imported "
                 "(--known-customers-only refuses such a file)"
             )
-    rejected, written = write_rejects(
-        source, problems, skip_invalid=skip_invalid, rejects_path=rejects_path
-    )
+    if progress is not None:
+        progress(work.rows_read, work.rows_read)
+    written = None
+    if skip_invalid and work.rejected:
+        target = (
+            Path(rejects_path) if rejects_path is not None else default_rejects_path(Path(path))
+        )
+        write_reject_tables(work.rejects, target)
+        written = str(target)
     return ImportReport(
         path=str(path),
-        rows_read=source.rows_read,
+        rows_read=work.rows_read,
         inserted=inserted,
-        updated=updated,
-        unchanged_or_duplicate=source.rows_read - rejected - inserted - updated,
-        rejected=rejected,
+        updated=work.updated,
+        unchanged_or_duplicate=work.rows_read - work.rejected - inserted - work.updated,
+        rejected=work.rejected,
         rejects_path=written,
         seconds=time.perf_counter() - started,
         warnings=warnings,
@@ -159,14 +173,19 @@ def import_events(
     )
 
 
-def _where_customer(source: Source, customer_id: str | None) -> str:
-    """The line of the file's first event of ``customer_id`` (the file's name if not found)."""
-    if customer_id is not None and "customer_id" in source.table.column_names:
-        ids = pc.utf8_trim_whitespace(pc.cast(source.table.column("customer_id"), pa.string()))
+def _where_customer(stream: SourceStream, customer_id: str | None) -> str:
+    """The line of the file's first event of ``customer_id`` (the file's name if not found):
+    the file is read again, which only a refused import does."""
+    if customer_id is None:
+        return stream.label
+    for chunk in stream.chunks(bulk.CHUNK_ROWS):
+        if "customer_id" not in chunk.table.column_names:
+            continue
+        ids = pc.utf8_trim_whitespace(pc.cast(chunk.table.column("customer_id"), pa.string()))
         row = pc.index(ids, customer_id).as_py()
         if row is not None and row >= 0:
-            return source.where(int(row))
-    return source.label
+            return chunk.where(int(row))
+    return stream.label
 
 
 EXACT_COUNT = sa.text(
@@ -174,139 +193,130 @@ EXACT_COUNT = sa.text(
     "WHERE e.id > :after AND NOT EXISTS "
     "(SELECT 1 FROM customer c WHERE c.customer_id = e.customer_id)"
 )
+KNOWN_IDS_MAX = 5_000_000  # customer ids held to match a file's against (about 0.5 GB at most)
 
 
-def _unknown_customers(
-    conn: sa.Connection, source: Source, after_id: int
-) -> tuple[int, int, str | None]:
-    """(events, customers, the first customer id) among the events written after ``after_id``
-    whose customer is not in the customer table.
-
-    The exact count is an anti-join per new event (about 3.6 s a million on SQLite). When the
-    customer table is no larger than the file, reading its ids once (straight into Arrow) and
-    matching the file's costs a fraction of that, and in the common case (every customer
-    known) nothing else is needed; the exact count runs only when some id is not found."""
-    n_file = source.table.num_rows
-    if n_file == 0:
-        return 0, 0, None
+def _known_customers(conn: sa.Connection, estimate: int) -> set[str] | None:
+    """Every customer id, when there are no more of them than events in
+    the file (and not too many to hold): each chunk's ids are then matched against them, and
+    the exact count of :func:`_unknown_customers` runs only if one is not found. None: the
+    exact count runs."""
     n_customers = conn.execute(sa.text("SELECT COUNT(*) FROM customer")).scalar_one()
-    if n_customers <= n_file and "customer_id" in source.table.column_names:
-        from orchestrator.reports.columnar import Col, is_postgres, read_columns
+    if n_customers > min(max(estimate, 1), KNOWN_IDS_MAX):
+        return None
+    from orchestrator.reports.columnar import Col, is_postgres, read_columns
 
-        known = read_columns(
-            conn,
-            [Col("customer_id", "c.customer_id", "text")],
-            from_sql="customer c",
-            chunk_key="0" if is_postgres(conn) else "c.rowid",
-        ).column("customer_id")
-        ids = pc.utf8_trim_whitespace(pc.cast(source.table.column("customer_id"), pa.string()))
-        if pc.all(pc.fill_null(pc.is_in(ids, value_set=known), True)).as_py():
-            return 0, 0, None
+    ids = read_columns(
+        conn,
+        [Col("customer_id", "c.customer_id", "text")],
+        from_sql="customer c",
+        chunk_key="0" if is_postgres(conn) else "c.rowid",
+    ).column("customer_id")
+    return set(ids.to_pylist())  # a chunk's distinct ids are looked up: no hash table per chunk
+
+
+def _unknown_customers(conn: sa.Connection, after_id: int) -> tuple[int, int, str | None]:
+    """(events, customers, the first customer id) among the events written after ``after_id``
+    whose customer is not in the customer table (an anti-join per new event: about 3.6 s a
+    million on SQLite)."""
     row = conn.execute(EXACT_COUNT, {"after": after_id}).one()
     return int(row[0]), int(row[1]), row[2]
 
 
-class _GivenIds:
-    """The file's own event ids with their content, to find one id given to two different
-    events (the second would otherwise be dropped as "already known")."""
+@dataclass
+class _Written:
+    """What the check after a chunk's write needs: the chunk, and its good rows with an
+    ``event_id`` (their index in the chunk, the id, the content, the prepared values)."""
 
-    def __init__(self) -> None:
-        self.ids: list[pa.Array] = []
-        self.content: list[pa.Array] = []
-        self.rows: list[np.ndarray] = []
-        self.values: list[pa.Table] = []  # the prepared events, for a known id's comparison
+    chunk: Chunk
+    rows: np.ndarray
+    ids: pa.Array
+    content: pa.Array
+    values: pa.Table
 
-    def add(self, given: pa.Array, content: pa.Array, rows: np.ndarray, values: pa.Table) -> None:
-        has = mask(pc.is_valid(given))
-        if has.any():
-            keep = pa.array(has)
-            self.ids.append(given.filter(keep))
-            self.content.append(content.filter(keep))
-            self.rows.append(rows[has])
-            self.values.append(values.filter(keep))
 
-    def reconcile(self, conn: sa.Connection, source: Source, *, update: bool) -> int:
-        """Compare the file's events whose id is stored with the stored ones; refuse the first
-        that differs (naming its line) unless ``update``, which writes the file's content over
-        the stored one. Returns how many were updated."""
-        if not self.values:
-            return 0
-        values = pa.concat_tables(self.values)
-        rows = np.concatenate(self.rows)
-        fields = [name for name in values.column_names if name != KEY]
-        mine = {
-            r[KEY]: (i, r) for i, r in enumerate(values.to_pylist())
-        }  # the last of repeated identical rows: they are the same event
-        event = sa.table("event", *(sa.column(c) for c in (KEY, *fields, "imported_at")))
-        changed: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
-        ids = list(mine)
-        for start in range(0, len(ids), 1000):
-            part = ids[start : start + 1000]
-            stored = conn.execute(sa.select(event).where(event.c[KEY].in_(part))).mappings()
-            for found in stored:
-                i, new = mine[found[KEY]]
-                old = {f: _normal(f, found[f]) for f in fields}
-                if any(old[f] != _normal(f, new[f]) for f in fields):
-                    changed.append((int(rows[i]), found[KEY], old, new))
-        if not changed:
-            return 0
-        if not update:
-            changed.sort()
-            row, key, old, new = changed[0]
-            diff = ", ".join(
-                f"{f} {old[f]!r} -> {_normal(f, new[f])!r}"
-                for f in fields
-                if old[f] != _normal(f, new[f])
-            )
-            more = f" ({len(changed) - 1} more like it)" if len(changed) > 1 else ""
-            raise ImportFileError(
-                f"{source.where(row)}: event_id {key!r} is stored already with other content "
-                f"({diff}){more}; import with --update to correct the stored events"
-            )
-        for _, key, _, new in changed:
-            conn.execute(
-                sa.update(event)
-                .where(event.c[KEY] == key)
-                # a new import time: readers that keep what they read see the change
-                .values({**{f: new[f] for f in fields}, "imported_at": utcnow()})
-            )
-        return len(changed)
+class _EventImport:
+    """One import's chunks: prepared (converted, checked) on the way in, checked against the
+    stored events on the way out; the counts and rejects of the whole file."""
 
     SAMPLE = 10_000  # events with ids looked up by their content
 
-    def known_without_ids(self, conn: sa.Connection) -> list[str]:
-        """A warning when events given with ids are already stored without one (under the
-        hash of their content): the same purchases would then count twice."""
-        if not self.ids:
-            return []
-        content = pa.concat_arrays(self.content).slice(0, self.SAMPLE)
-        hashed = _keys(pa.nulls(len(content), pa.string()), content).to_pylist()
-        found = 0
-        table = sa.table("event", sa.column(KEY))
-        for start in range(0, len(hashed), 1000):
-            part = hashed[start : start + 1000]
-            found += conn.execute(
-                sa.select(sa.func.count()).select_from(table).where(table.c[KEY].in_(part))
-            ).scalar_one()
-        if not found:
-            return []
-        of = f"{len(hashed):,}" if len(hashed) < self.SAMPLE else f"the first {len(hashed):,}"
-        return [
-            f"{found:,} of {of} events given with an event_id are already stored without one "
-            "(imported earlier with no event_id column): they now count twice. Import a file "
-            "either always or never with event ids (docs/architecture.md, decisions)"
-        ]
+    def __init__(
+        self,
+        stream: SourceStream,
+        *,
+        now: datetime,
+        latest: datetime,
+        skip_invalid: bool,
+        update: bool,
+        known: set[str] | None,
+    ) -> None:
+        self.stream, self.now, self.latest = stream, now, latest
+        self.skip_invalid, self.update, self.known = skip_invalid, update, known
+        self.rows_read = self.rejected = self.updated = 0
+        self.rejects: list[pa.Table] = []
+        self.unknown_seen = known is None  # some event's customer may be unknown
+        self._pending: deque[_Written] = deque()
+        self._sample: list[pa.Array] = []  # contents of the first events given with ids
+        self._sampled = 0
 
-    def check(self, source: Source) -> None:
-        if not self.ids:
-            return
-        table = pa.table(
-            {
-                "id": pa.concat_arrays(self.ids),
-                "content": pa.concat_arrays(self.content),
-                "row": np.concatenate(self.rows),
-            }
+    def prepared(self, chunks: Iterator[Chunk]) -> Iterator[tuple[pa.Table, int]]:
+        """The good rows of each chunk, with the number of file rows it covers."""
+        for chunk in chunks:
+            for name in chunk.table.column_names:
+                column(chunk, name)
+            for name in REQUIRED:  # a JSON-lines block may lack a column the file has
+                if name not in chunk.table.column_names:
+                    chunk.table = chunk.table.append_column(
+                        name, pa.nulls(chunk.table.num_rows, pa.string())
+                    )
+            problems = Problems(chunk)
+            n = chunk.table.num_rows
+            rows, given, content = _prepare(chunk, problems, 0, n, self.latest)
+            if not self.skip_invalid:
+                problems.raise_first()
+            self.rows_read += chunk.rows_read
+            bad = problems.count()
+            if bad:
+                self.rejected += bad
+                if self.skip_invalid:
+                    self.rejects.append(problems.rejects())
+            good = ~problems.bad()
+            keep = pa.array(good)
+            if not good.all():
+                rows, given, content = rows.filter(keep), given.filter(keep), content.filter(keep)
+            self._remember(chunk, np.flatnonzero(good), given, content, rows)
+            if not self.unknown_seen and self.known is not None and rows.num_rows:
+                ids = pc.unique(rows.column("customer_id")).drop_null().to_pylist()
+                self.unknown_seen = not self.known.issuperset(ids)
+            rows = rows.append_column("imported_at", constant_timestamp(self.now, rows.num_rows))
+            yield rows, chunk.rows_read
+
+    def _remember(
+        self, chunk: Chunk, rows: np.ndarray, given: pa.Array, content: pa.Array, values: pa.Table
+    ) -> None:
+        has = mask(pc.is_valid(given))
+        keep = pa.array(has)
+        written = _Written(
+            chunk, rows[has], given.filter(keep), content.filter(keep), values.filter(keep)
         )
+        self._pending.append(written)
+        if self._sampled < self.SAMPLE and len(written.content):
+            part = written.content.slice(0, self.SAMPLE - self._sampled)
+            self._sample.append(part)
+            self._sampled += len(part)
+
+    def written(self, conn: sa.Connection, data: pa.Table, inserted: int) -> None:
+        """After a chunk's write: when some of its rows were not inserted, its events with
+        ids are compared with the stored ones."""
+        done = self._pending.popleft()
+        if inserted < data.num_rows and len(done.ids):
+            self._one_content_per_id(done)
+            self.updated += self._reconcile(conn, done)
+
+    def _one_content_per_id(self, done: _Written) -> None:
+        """Refuse an id given to two different events of the chunk."""
+        table = pa.table({"id": done.ids, "content": done.content, "row": done.rows})
         kinds = table.group_by("id").aggregate([("content", "count_distinct")])
         clash = kinds.filter(pc.greater(kinds.column("content_count_distinct"), 1))
         if clash.num_rows == 0:
@@ -317,44 +327,104 @@ class _GivenIds:
         same = rows.filter(pc.equal(rows.column("id"), first_id))
         a, b = (int(r) for r in same.column("row").to_pylist()[:2])
         more = f" ({clash.num_rows - 1} more ids like it)" if clash.num_rows > 1 else ""
-        raise ImportFileError(
-            f"{source.where(a)} and {source.where(b).removeprefix(source.label + ' ')}: event_id "
-            f"{first_id!r} is given to two different events{more}; give each event its own id"
-        )
+        raise ImportFileError(_two_events(done.chunk.where(a), done.chunk.where(b), first_id, more))
 
-
-def _prepared_chunks(
-    source: Source,
-    problems: Problems,
-    now: datetime,
-    chunk_rows: int,
-    *,
-    skip_invalid: bool,
-    seen: _GivenIds | None = None,
-    latest: datetime | None = None,
-) -> Iterator[tuple[pa.Table, int]]:
-    """The good rows of each chunk of the file, with the number of file rows it covers."""
-    n = source.table.num_rows
-    if n == 0 and not skip_invalid:
-        problems.raise_first()
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        rows, given, content = _prepare(source, problems, start, stop - start, latest)
-        if not skip_invalid:
-            problems.raise_first(upto=stop)
-        good = ~problems.bad()[start:stop]
-        if seen is not None:
-            keep = pa.array(good)
-            seen.add(
-                given.filter(keep),
-                content.filter(keep),
-                np.arange(start, stop)[good],
-                rows.filter(keep),
+    def _reconcile(self, conn: sa.Connection, done: _Written) -> int:
+        """Compare the chunk's events whose id is stored with the stored ones. One stored by
+        this import (an earlier chunk) with other content: the id is given to two events.
+        Stored before with other content: refused (naming the line) unless ``update``, which
+        writes the file's content over it. Returns how many were updated."""
+        values, rows = done.values, done.rows
+        fields = [name for name in values.column_names if name != KEY]
+        mine = {r[KEY]: (i, r) for i, r in enumerate(values.to_pylist())}
+        event = sa.table("event", *(sa.column(c) for c in (KEY, *fields, "imported_at")))
+        changed: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        ids = list(mine)
+        now = self.now
+        for start in range(0, len(ids), 1000):
+            part = ids[start : start + 1000]
+            stored = conn.execute(sa.select(event).where(event.c[KEY].in_(part))).mappings()
+            for found in stored:
+                i, new = mine[found[KEY]]
+                old = {f: _normal(f, found[f]) for f in fields}
+                if all(old[f] == _normal(f, new[f]) for f in fields):
+                    continue
+                row = int(rows[i])
+                if _stamp(found["imported_at"]) == now:
+                    earlier = _first_line_of_id(self.stream, found[KEY], done.chunk, row)
+                    raise ImportFileError(
+                        _two_events(earlier, done.chunk.where(row), found[KEY], "")
+                    )
+                changed.append((row, found[KEY], old, new))
+        if not changed:
+            return 0
+        if not self.update:
+            changed.sort()
+            row, key, old, new = changed[0]
+            diff = ", ".join(
+                f"{f} {old[f]!r} -> {_normal(f, new[f])!r}"
+                for f in fields
+                if old[f] != _normal(f, new[f])
             )
-        if not good.all():
-            rows = rows.filter(pa.array(good))
-        rows = rows.append_column("imported_at", constant_timestamp(now, rows.num_rows))
-        yield rows, stop - start
+            more = f" ({len(changed) - 1} more like it)" if len(changed) > 1 else ""
+            raise ImportFileError(
+                f"{done.chunk.where(row)}: event_id {key!r} is stored already with other "
+                f"content ({diff}){more}; import with --update to correct the stored events"
+            )
+        for _, key, _, new in changed:
+            conn.execute(
+                sa.update(event)
+                .where(event.c[KEY] == key)
+                # this import's time: readers that keep what they read see the change
+                .values({**{f: new[f] for f in fields}, "imported_at": now})
+            )
+        return len(changed)
+
+    def known_without_ids(self, conn: sa.Connection) -> list[str]:
+        """A warning when events given with ids are already stored without one (under the
+        hash of their content): the same purchases would then count twice."""
+        if not self._sample:
+            return []
+        content = pa.concat_arrays(self._sample)
+        hashed = _keys(pa.nulls(len(content), pa.string()), content).to_pylist()
+        found = 0
+        table = sa.table("event", sa.column(KEY))
+        for start in range(0, len(hashed), 1000):
+            part = hashed[start : start + 1000]
+            found += conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c[KEY].in_(part))
+            ).scalar_one()
+        if not found:
+            return []
+        n = len(hashed)
+        of = f"{n:,}" if n < self.SAMPLE else f"the first {n:,}"
+        return [
+            f"{found:,} of {of} events given with an event_id are already stored without one "
+            "(imported earlier with no event_id column): they now count twice. Import a file "
+            "either always or never with event ids (docs/architecture.md, decisions)"
+        ]
+
+
+def _two_events(first: str, second: str, event_id: str, more: str) -> str:
+    label, _, rest = second.partition(" line ")
+    shown = f"line {rest}" if rest and first.startswith(label + " ") else second
+    return (
+        f"{first} and {shown}: event_id {event_id!r} is given to two different events{more}; "
+        "give each event its own id"
+    )
+
+
+def _first_line_of_id(stream: SourceStream, event_id: str, chunk: Chunk, row: int) -> str:
+    """Where the file first gives ``event_id`` (read again from the start: only a refused
+    import does this)."""
+    for part in stream.chunks(bulk.CHUNK_ROWS):
+        if "event_id" not in part.table.column_names:
+            break
+        ids = pc.utf8_trim_whitespace(pc.cast(part.table.column("event_id"), pa.string()))
+        found = pc.index(ids, event_id).as_py()
+        if found is not None and found >= 0:
+            return part.where(int(found))
+    return chunk.where(row)
 
 
 def _prepare(
@@ -490,6 +560,13 @@ def _normal(field: str, value: Any) -> Any:
     if isinstance(value, str) and field == "occurred_at":
         return datetime.fromisoformat(value)
     return value
+
+
+def _stamp(value: Any) -> datetime | None:
+    """A stored ``imported_at`` as a naive UTC datetime (SQLite gives text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _normal("imported_at", value) if value is not None else None
 
 
 def _keys(given: pa.Array, content: pa.Array) -> pa.Array:

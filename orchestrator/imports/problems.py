@@ -112,6 +112,10 @@ class Problems:
 
     def write_rejects(self, path: Path) -> int:
         """Write every bad row, with its original values, ``line`` and ``reason``; return count."""
+        return write_reject_tables([self.rejects()], path)
+
+    def rejects(self) -> pa.Table:
+        """Every bad row (malformed ones too) as text, with its ``line`` and ``reason``."""
         source = self.source
         rows = np.flatnonzero(self.bad())
         taken = source.table.take(pa.array(rows, pa.int64()))
@@ -135,9 +139,31 @@ class Problems:
                 }
             )
             table = pa.concat_tables([table, extra]).sort_by(line_col)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pa_csv.write_csv(table, str(path))
-        return table.num_rows
+        return table
+
+
+def write_reject_tables(tables: list[pa.Table], path: Path) -> int:
+    """Write the rejects of one file's parts (each from :meth:`Problems.rejects`: its columns,
+    then line and reason) as one CSV in line order; a column only some parts have is empty in
+    the others. Returns the count."""
+    names: dict[str, None] = {}
+    for t in tables:
+        names.update(dict.fromkeys(t.column_names[:-2]))
+    line_col, reason_col = _free_name("line", list(names)), _free_name("reason", list(names))
+    parts = []
+    for t in tables:
+        have = t.column_names[:-2]
+        columns = {
+            name: t.column(name) if name in have else pa.nulls(t.num_rows, pa.string())
+            for name in names
+        }
+        columns[line_col] = t.column(t.num_columns - 2)
+        columns[reason_col] = t.column(t.num_columns - 1)
+        parts.append(pa.table(columns))
+    table = pa.concat_tables(parts).sort_by(line_col)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pa_csv.write_csv(table, str(path))
+    return table.num_rows
 
 
 def _free_name(name: str, taken: list[str]) -> str:

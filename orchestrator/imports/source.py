@@ -40,7 +40,7 @@ SUFFIXES = {
     ".jsonl.gz": "jsonl",
     ".ndjson.gz": "jsonl",
 }
-_BLOCK = 16 << 20
+BLOCK = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,17 @@ def read_source(path: str | Path, fmt: str | None = None) -> Source:
         source = _read_parquet(p, label)
     else:
         source = _read_jsonl(p, label)
-    source.table = _clean_names(source.table, label).combine_chunks()
+    source.table = clean_names(source.table, label).combine_chunks()
     return source
 
 
-def _clean_names(table: pa.Table, label: str) -> pa.Table:
-    names = [str(name).strip() for name in table.column_names]
+def clean_names(table: pa.Table, label: str) -> pa.Table:
+    return table.rename_columns(check_names(table.column_names, label))
+
+
+def check_names(given: list[str], label: str) -> list[str]:
+    """Column names stripped; a column without a name or one named twice is an error."""
+    names = [str(name).strip() for name in given]
     seen: set[str] = set()
     for i, name in enumerate(names):
         if not name:
@@ -147,16 +152,16 @@ def _clean_names(table: pa.Table, label: str) -> pa.Table:
         if name in seen:
             raise ImportFileError(f"{label}: column {name!r} appears twice")
         seen.add(name)
-    return table.rename_columns(names)
+    return names
 
 
-def _is_gzip(path: Path) -> bool:
+def is_gzip(path: Path) -> bool:
     return path.name.lower().endswith(".gz")
 
 
 @contextmanager
-def _open_text(path: Path) -> Iterator[IO[str]]:
-    if _is_gzip(path):
+def open_text(path: Path) -> Iterator[IO[str]]:
+    if is_gzip(path):
         with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as f:
             yield f
     else:
@@ -165,8 +170,8 @@ def _open_text(path: Path) -> Iterator[IO[str]]:
 
 
 @contextmanager
-def _open_binary(path: Path) -> Iterator[io.BufferedIOBase]:
-    if _is_gzip(path):
+def open_binary(path: Path) -> Iterator[io.BufferedIOBase]:
+    if is_gzip(path):
         with gzip.open(path, "rb") as f:
             yield f
     else:
@@ -178,7 +183,7 @@ def _open_binary(path: Path) -> Iterator[io.BufferedIOBase]:
 
 
 def _read_csv(path: Path, label: str) -> Source:
-    header = _csv_header(path, label)
+    header = csv_header(path, label)
     skipped = 0
 
     def on_invalid(row: pa_csv.InvalidRow) -> str:
@@ -189,10 +194,10 @@ def _read_csv(path: Path, label: str) -> Source:
         return "skip"
 
     try:
-        with pa.input_stream(str(path), compression="gzip" if _is_gzip(path) else None) as f:
+        with pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None) as f:
             table = pa_csv.read_csv(
                 f,
-                read_options=pa_csv.ReadOptions(block_size=_BLOCK),
+                read_options=pa_csv.ReadOptions(block_size=BLOCK),
                 parse_options=pa_csv.ParseOptions(
                     newlines_in_values=True, invalid_row_handler=on_invalid
                 ),
@@ -203,8 +208,8 @@ def _read_csv(path: Path, label: str) -> Source:
             )
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         if "UTF8" in str(exc) or "UTF-8" in str(exc):
-            raise ImportFileError(_utf8_problem(path, label)) from exc
-        raise ImportFileError(f"{label}: cannot read as CSV ({_first_line(exc)})") from exc
+            raise ImportFileError(utf8_problem(path, label)) from exc
+        raise ImportFileError(f"{label}: cannot read as CSV ({first_line(exc)})") from exc
     # A header parsed differently from ours would leave typed columns: keep them as text anyway.
     table = pa.table([col.cast(pa.string()) for col in table.columns], names=table.column_names)
     source = Source(label=label, path=path, fmt="csv", table=table)
@@ -212,20 +217,20 @@ def _read_csv(path: Path, label: str) -> Source:
     if skipped:
         good, bad = _scan_csv(path, ncols)
         source._lines = good if len(good) == table.num_rows else None
-        source.malformed = [_malformed_csv(line, fields, header) for line, fields in bad]
+        source.malformed = [malformed_csv(line, fields, header) for line, fields in bad]
     else:
         source.find_lines = lambda: _scan_csv(path, ncols)[0]
     return source
 
 
-def _csv_header(path: Path, label: str) -> list[str]:
+def csv_header(path: Path, label: str) -> list[str]:
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:
             for fields in csv.reader(f):
                 if fields:
                     return fields
     except UnicodeDecodeError as exc:
-        raise ImportFileError(_utf8_problem(path, label)) from exc
+        raise ImportFileError(utf8_problem(path, label)) from exc
     except (OSError, EOFError, csv.Error) as exc:
         raise ImportFileError(f"{label}: cannot read as CSV ({exc})") from exc
     raise ImportFileError(f"{label}: empty file (expected a header line)")
@@ -235,7 +240,7 @@ def _scan_csv(path: Path, ncols: int) -> tuple[np.ndarray, list[tuple[int, list[
     """Find the first line of each well-formed record, and the malformed records."""
     good: list[int] = []
     bad: list[tuple[int, list[str]]] = []
-    with _open_text(path) as f:
+    with open_text(path) as f:
         reader = csv.reader(f)
         ended = 0
         header_seen = False
@@ -252,7 +257,7 @@ def _scan_csv(path: Path, ncols: int) -> tuple[np.ndarray, list[tuple[int, list[
     return np.asarray(good, dtype=np.int64), bad
 
 
-def _malformed_csv(line: int, fields: list[str], header: list[str]) -> Malformed:
+def malformed_csv(line: int, fields: list[str], header: list[str]) -> Malformed:
     names = [name.strip() for name in header]
     values = dict(zip(names, fields, strict=False))
     reason = f"expected {len(header)} fields, got {len(fields)}"
@@ -261,8 +266,8 @@ def _malformed_csv(line: int, fields: list[str], header: list[str]) -> Malformed
     return Malformed(line=line, values=values, reason=reason)
 
 
-def _utf8_problem(path: Path, label: str) -> str:
-    with _open_binary(path) as f:
+def utf8_problem(path: Path, label: str) -> str:
+    with open_binary(path) as f:
         for n, raw in enumerate(f, start=1):
             try:
                 raw.decode("utf-8")
@@ -271,7 +276,7 @@ def _utf8_problem(path: Path, label: str) -> str:
     return f"{label}: not UTF-8 text (save the file as UTF-8)"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -282,7 +287,7 @@ def _read_parquet(path: Path, label: str) -> Source:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise ImportFileError(f"{label}: cannot read as Parquet ({_first_line(exc)})") from exc
+        raise ImportFileError(f"{label}: cannot read as Parquet ({first_line(exc)})") from exc
     return Source(label=label, path=path, fmt="parquet", table=table)
 
 
@@ -291,14 +296,14 @@ def _read_parquet(path: Path, label: str) -> Source:
 
 def _read_jsonl(path: Path, label: str) -> Source:
     try:
-        table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=_BLOCK))
+        table = pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=BLOCK))
         # Arrow guesses timestamps from ISO strings and drops their offsets: read them as text.
         stamped = [f for f in table.schema if pa.types.is_timestamp(f.type)]
         if stamped:
             schema = pa.schema([(f.name, pa.string()) for f in stamped])
             table = pa_json.read_json(
                 path,
-                read_options=pa_json.ReadOptions(block_size=_BLOCK),
+                read_options=pa_json.ReadOptions(block_size=BLOCK),
                 parse_options=pa_json.ParseOptions(explicit_schema=schema),
             )
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError):
@@ -309,7 +314,7 @@ def _read_jsonl(path: Path, label: str) -> Source:
 
 
 def _jsonl_lines(path: Path) -> np.ndarray:
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         return np.asarray([n for n, raw in enumerate(f, start=1) if raw.strip()], dtype=np.int64)
 
 
@@ -319,17 +324,17 @@ def _read_jsonl_slowly(path: Path, label: str) -> Source:
     lines: list[int] = []
     malformed: list[Malformed] = []
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             for n, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
                 try:
                     obj = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
-                    malformed.append(Malformed(n, {}, _bad_json(f"not valid JSON ({exc})", raw)))
+                    malformed.append(Malformed(n, {}, bad_json(f"not valid JSON ({exc})", raw)))
                     continue
                 if not isinstance(obj, dict):
-                    malformed.append(Malformed(n, {}, _bad_json("expected a JSON object", raw)))
+                    malformed.append(Malformed(n, {}, bad_json("expected a JSON object", raw)))
                     continue
                 rows.append(obj)
                 lines.append(n)
@@ -338,17 +343,17 @@ def _read_jsonl_slowly(path: Path, label: str) -> Source:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
-    table = pa.table({name: _json_column([row.get(name) for row in rows]) for name in names})
+    table = pa.table({name: json_column([row.get(name) for row in rows]) for name in names})
     source = Source(label=label, path=path, fmt="jsonl", table=table, malformed=malformed)
     source._lines = np.asarray(lines, dtype=np.int64)
     return source
 
 
-def _bad_json(reason: str, raw: bytes) -> str:
+def bad_json(reason: str, raw: bytes) -> str:
     return f"{reason}: {raw.decode('utf-8', 'replace').strip()}"
 
 
-def _json_column(values: list[object]) -> pa.Array:
+def json_column(values: list[object]) -> pa.Array:
     """One Arrow column from JSON values; mixed scalar kinds become text (checked later)."""
     kinds = {type(v) for v in values if v is not None}
     if not kinds:

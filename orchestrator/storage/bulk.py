@@ -368,6 +368,7 @@ def insert_arrow_chunks(
     *,
     on_conflict_do_nothing: tuple[str, ...] | None = None,
     progress: Callable[[int], None] | None = None,
+    after: Callable[[pa.Table, int], None] | None = None,
 ) -> int:
     """Insert ``(data, weight)`` chunks as they are produced; return how many rows were inserted.
 
@@ -376,31 +377,34 @@ def insert_arrow_chunks(
     releases the GIL for every row it steps, and the two threads would convoy on it.
     ``progress`` gets the running sum of the weights of the written chunks (e.g. input rows
     accounted for). With ``on_conflict_do_nothing`` (a unique key), rows whose key exists, in
-    the table or earlier in the chunks, are skipped.
+    the table or earlier in the chunks, are skipped. ``after(data, inserted)`` is called once
+    each chunk is written, in order, on the caller's thread and before the next write starts
+    (it may use ``conn``).
     """
     writer = _ChunkWriter(conn, table, on_conflict_do_nothing)
     inserted = done = 0
+
+    def finished(data: pa.Table, count: int, weight: int) -> None:
+        nonlocal inserted, done
+        inserted += count
+        done += weight
+        if after is not None:
+            after(data, count)
+        if progress is not None:
+            progress(done)
+
     if not is_postgres_conn(conn):
         for data, weight in chunks:
-            inserted += writer.write(data)
-            done += weight
-            if progress is not None:
-                progress(done)
+            finished(data, writer.write(data), weight)
         return inserted
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-bulk") as pool:
-        pending: tuple[Future[int], int] | None = None
+        pending: tuple[Future[int], pa.Table, int] | None = None
         for data, weight in chunks:
             if pending is not None:
-                inserted += pending[0].result()
-                done += pending[1]
-                if progress is not None:
-                    progress(done)
-            pending = (pool.submit(writer.write, data), weight)
+                finished(pending[1], pending[0].result(), pending[2])
+            pending = (pool.submit(writer.write, data), data, weight)
         if pending is not None:
-            inserted += pending[0].result()
-            done += pending[1]
-            if progress is not None:
-                progress(done)
+            finished(pending[1], pending[0].result(), pending[2])
     return inserted
 
 

@@ -1,0 +1,130 @@
+"""The event import reads its file in chunks: lines, rejects, duplicates and clashes across them.
+
+Chunks are made four rows long (``bulk.CHUNK_ROWS``) so that a few lines span several.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow as pa
+import pytest
+
+from orchestrator.errors import ImportFileError
+from orchestrator.imports import import_events
+from orchestrator.imports.stream import open_source
+from orchestrator.storage import bulk
+
+HEADER = "event_id,customer_id,occurred_at,type,amount,note\n"
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(bulk, "CHUNK_ROWS", 4)
+
+
+def _row(i: int, amount: object = None, note: str = "") -> str:
+    value = i if amount is None else amount
+    return f"e{i},c{i % 3},2024-01-{1 + i % 28:02d},purchase,{value},{note}\n"
+
+
+def test_chunks_cover_the_file_in_order_with_their_lines(files) -> None:
+    """Quoted newlines and a blank line shift the lines; each chunk knows its own."""
+    body = "".join(_row(i) for i in range(5))
+    body += _row(5, note='"two\nlines"') + "\n" + "".join(_row(i) for i in range(6, 11))
+    stream = open_source(files.text("e.csv", HEADER + body))
+    chunks = list(stream.chunks(4))
+    assert [c.first_row for c in chunks] == [0, 4, 8]
+    assert [c.table.num_rows for c in chunks] == [4, 4, 3]
+    lines = [int(x) for c in chunks for x in c.lines()]
+    # row 5 starts on line 7 and takes two; a blank line 9; row 6 is on line 10
+    assert lines == [2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]
+    assert stream.columns == ["event_id", "customer_id", "occurred_at", "type", "amount", "note"]
+
+
+def test_bad_rows_in_later_chunks_are_named_by_line_and_rejected(engine, files, stored) -> None:
+    body = "".join(_row(i) for i in range(6))
+    body += _row(6, amount="lots")  # line 9, second chunk
+    body += "e7,c1,2024-01-02,purchase\n"  # line 10: a field short
+    body += "".join(_row(i) for i in range(8, 13))
+    body += _row(13, note='"a\nb"') + _row(14, amount="x")  # line 17, after a two-line record
+    path = files.text("e.csv", HEADER + body)
+    with pytest.raises(ImportFileError, match=r"^.*e\.csv line 8, field 'amount': 'lots' is"):
+        import_events(engine, path)
+    assert stored.events() == []
+
+    report = import_events(engine, path, skip_invalid=True)
+    assert (report.rows_read, report.inserted, report.rejected) == (15, 12, 3)
+    with open(report.rejects_path or "", newline="", encoding="utf-8") as f:
+        rejects = list(csv.DictReader(f))
+    assert [(r["line"], r["event_id"]) for r in rejects] == [
+        ("8", "e6"),
+        ("9", "e7"),
+        ("17", "e14"),
+    ]
+    assert rejects[1]["reason"] == "expected 6 fields, got 4"
+
+
+def test_a_malformed_last_row_is_found(engine, files) -> None:
+    body = "".join(_row(i) for i in range(5)) + "e9,c1\n"
+    with pytest.raises(ImportFileError, match=r"e\.csv line 7: expected 6 fields, got 2"):
+        import_events(engine, files.text("e.csv", HEADER + body))
+
+
+def test_repeats_and_clashes_across_chunks(engine, files, stored) -> None:
+    body = "".join(_row(i) for i in range(9)) + _row(1) + _row(2)  # the same events again
+    report = import_events(engine, files.text("a.csv", HEADER + body))
+    assert (report.rows_read, report.inserted, report.unchanged_or_duplicate) == (11, 9, 2)
+
+    clash = "".join(_row(i) for i in range(20, 29)) + _row(21, amount=999)  # line 11
+    before = stored.events()
+    with pytest.raises(ImportFileError) as exc:
+        import_events(engine, files.text("b.csv", HEADER + clash))
+    assert str(exc.value) == (
+        f"{files.root / 'b.csv'} line 3 and line 11: event_id 'e21' is given to two different "
+        "events; give each event its own id"
+    )
+    assert stored.events() == before
+
+    corrected = "".join(_row(i) for i in range(5)) + _row(7, amount=70)
+    with pytest.raises(ImportFileError, match=r"b2\.csv line 7: event_id 'e7' is stored already"):
+        import_events(engine, files.text("b2.csv", HEADER + corrected))
+    fixed = import_events(engine, files.text("b2.csv", HEADER + corrected), update=True)
+    assert (fixed.inserted, fixed.updated, fixed.unchanged_or_duplicate) == (0, 1, 5)
+
+
+def test_json_lines_blocks_may_differ_in_types_and_columns(engine, files, stored) -> None:
+    rows = [
+        {"customer_id": f"c{i}", "occurred_at": "2024-01-02", "type": "buy", "amount": i}
+        for i in range(4)
+    ]
+    rows += [
+        {"customer_id": "c4", "occurred_at": "2024-01-03", "type": "buy", "amount": "2.5"},
+        {"customer_id": "c5", "occurred_at": "2024-01-03T10:00:00+01:00", "type": "buy"},
+        {"customer_id": "c6", "occurred_at": "2024-01-04", "type": "buy", "amount": 1, "page": 3},
+    ]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n\n" + '{"customer_id": 5\n'
+    report = import_events(engine, files.text("e.jsonl", text), skip_invalid=True)
+    assert (report.rows_read, report.inserted, report.rejected) == (8, 7, 1)
+    got = {r["customer_id"]: (r["amount"], r["extra"]) for r in stored.events()}
+    assert got["c4"] == (2.5, None) and got["c5"] == (0.0, None) and got["c6"] == (1.0, {"page": 3})
+    with open(report.rejects_path or "", newline="", encoding="utf-8") as f:
+        (reject,) = list(csv.DictReader(f))
+    assert reject["line"] == "9" and reject["reason"].startswith("not valid JSON")
+
+
+def test_parquet_is_read_in_batches(engine, files, stored) -> None:
+    n = 10
+    table = pa.table(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "occurred_at": ["2024-01-01"] * (n - 1) + ["soon"],
+            "type": ["buy"] * n,
+            "amount": [float(i) for i in range(n)],
+        }
+    )
+    path = files.parquet("e.parquet", table)
+    assert [c.table.num_rows for c in open_source(path).chunks(4)] == [4, 4, 2]
+    with pytest.raises(ImportFileError, match=r"e\.parquet row 10, field 'occurred_at'"):
+        import_events(engine, path)
