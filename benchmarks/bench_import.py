@@ -48,19 +48,21 @@ class Result:
     cpu_seconds: float
 
 
-def generate(out: Path, rows: int, seed: int) -> None:
-    """Write ``customers.csv`` and ``events.csv`` of ``rows`` rows each."""
+def generate(out: Path, rows: int, seed: int, n_customers: int | None = None) -> None:
+    """Write ``events.csv`` of ``rows`` rows and ``customers.csv`` of ``n_customers`` (default:
+    as many as events)."""
     rng = np.random.default_rng(seed)
-    ids = np.char.add("C", np.char.zfill(np.arange(rows).astype(str), 8))
-    signup = np.datetime64("2015-01-01") + rng.integers(0, 3650, rows).astype("timedelta64[D]")
+    n = n_customers or rows
+    ids = np.char.add("C", np.char.zfill(np.arange(n).astype(str), 8))
+    signup = np.datetime64("2015-01-01") + rng.integers(0, 3650, n).astype("timedelta64[D]")
     customers = pa.table(
         {
             "customer_id": ids,
-            "vip": np.where(rng.random(rows) < 0.1, "yes", "no"),
-            "score": np.round(rng.random(rows) * 100, 2).astype(str),
+            "vip": np.where(rng.random(n) < 0.1, "yes", "no"),
+            "score": np.round(rng.random(n) * 100, 2).astype(str),
             "signup": signup.astype(str),
-            "city": np.asarray(CITIES)[rng.integers(0, len(CITIES), rows)],
-            "newsletter": np.where(rng.random(rows) < 0.5, "true", ""),
+            "city": np.asarray(CITIES)[rng.integers(0, len(CITIES), n)],
+            "newsletter": np.where(rng.random(n) < 0.5, "true", ""),
         }
     )
     start = np.datetime64("2023-01-01T00:00:00")
@@ -68,7 +70,7 @@ def generate(out: Path, rows: int, seed: int) -> None:
     discount = np.where(rng.random(rows) < 0.2, np.round(rng.random(rows) * 10, 2).astype(str), "")
     events = pa.table(
         {
-            "customer_id": ids[rng.integers(0, rows, rows)],
+            "customer_id": ids[rng.integers(0, n, rows)],
             "occurred_at": (start + seconds).astype(str),
             "type": np.asarray(TYPES)[rng.integers(0, len(TYPES), rows)],
             "amount": np.round(rng.gamma(2.0, 30.0, rows), 2).astype(str),
@@ -121,7 +123,10 @@ def bench_backend(backend: str, url: str, customers: Path, events: Path) -> list
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="events (and customers)")
+    parser.add_argument(
+        "--customers", type=int, default=None, help="customers, if not as many as events"
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("ORCH_TEST_POSTGRES_URL"))
     parser.add_argument("--out", type=Path, default=None, help="keep files here (default: temp)")
     parser.add_argument("--seed", type=int, default=7)
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         # Generate in a child: Linux carries the peak RSS over fork+exec, so a big parent would
         # inflate the figure of every import process it starts.
         ctx = mp.get_context("spawn")
-        child = ctx.Process(target=generate, args=(out, args.rows, args.seed))
+        child = ctx.Process(target=generate, args=(out, args.rows, args.seed, args.customers))
         child.start()
         child.join()
         customers, events = out / "customers.csv", out / "events.csv"
