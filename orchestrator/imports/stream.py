@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -44,7 +46,6 @@ from orchestrator.imports.source import (
     csv_header,
     detect_format,
     first_line,
-    is_gzip,
     json_column,
     malformed_csv,
     open_binary,
@@ -210,6 +211,71 @@ class _CsvScanner:
         return -1
 
 
+class PacedFile(io.RawIOBase):
+    """A binary file that Arrow's streaming CSV reader may read at most ``ahead`` blocks
+    beyond the batches taken from it.
+
+    Left alone, the reader's I/O thread reads about 32 blocks ahead of the batches asked for,
+    whatever the source: 512 MiB at 16 MiB blocks, so a 380 MB file sat whole in memory.
+    Here its ``read`` waits until the consumer calls :meth:`took_block`. :meth:`stop` ends the
+    file early (reads return nothing) and lets the reader's pending reads finish, so no Arrow
+    thread is still inside Python when the file closes or the interpreter exits.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, block: int, ahead: int) -> None:
+        super().__init__()
+        self._raw, self._block, self._ahead = raw, block, ahead
+        self.given = self._taken = 0
+        self._stopped = False
+        self._turn = threading.Condition()
+        self.reader: pa.RecordBatchReader | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._turn:
+            while not self._stopped and self.given >= (self._taken + self._ahead) * self._block:
+                self._turn.wait()
+            if self._stopped:
+                return b""
+        data = self._raw.read(size)
+        with self._turn:
+            self.given += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def took_block(self) -> None:
+        with self._turn:
+            self._taken += 1
+            self._turn.notify_all()
+
+    def stop(self) -> None:
+        with self._turn:
+            self._stopped = True
+            self._turn.notify_all()
+        if self.reader is not None:  # drain: the reader sees the end and its reads complete
+            try:
+                for _ in self.reader:
+                    pass
+            except (pa.ArrowInvalid, OSError):
+                pass  # the file was cut short on purpose
+            self.reader = None
+
+
+@contextmanager
+def _paced(raw: io.BufferedIOBase, ahead: int = 3) -> Iterator[PacedFile]:
+    paced = PacedFile(raw, BLOCK, ahead)
+    try:
+        yield paced
+    finally:
+        paced.stop()
+
+
 def _csv_chunks(path: Path, label: str, header: list[str], rows: int) -> Iterator[Chunk]:
     skipped = 0
 
@@ -223,7 +289,7 @@ def _csv_chunks(path: Path, label: str, header: list[str], rows: int) -> Iterato
     first_row = 0
     names = [name.strip() for name in header]
     try:
-        with pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None) as f:
+        with open_binary(path) as raw, _paced(raw) as f:
             reader = pa_csv.open_csv(
                 f,
                 read_options=pa_csv.ReadOptions(block_size=BLOCK, use_threads=False),
@@ -235,12 +301,14 @@ def _csv_chunks(path: Path, label: str, header: list[str], rows: int) -> Iterato
                     strings_can_be_null=False,
                 ),
             )
+            f.reader = reader
             produced = False
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     break
+                f.took_block()
                 table = pa.Table.from_batches([batch])
                 # A header parsed differently from ours would leave typed columns: text anyway.
                 table = pa.table([col.cast(pa.string()) for col in table.columns], names=names)

@@ -6,14 +6,19 @@ Chunks are made four rows long (``bulk.CHUNK_ROWS``) so that a few lines span se
 from __future__ import annotations
 
 import csv
+import io
 import json
+import subprocess
+import sys
+import time
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 
 from orchestrator.errors import ImportFileError
 from orchestrator.imports import import_events
-from orchestrator.imports.stream import open_source
+from orchestrator.imports.stream import PacedFile, open_source
 from orchestrator.storage import bulk
 
 HEADER = "event_id,customer_id,occurred_at,type,amount,note\n"
@@ -128,3 +133,65 @@ def test_parquet_is_read_in_batches(engine, files, stored) -> None:
     assert [c.table.num_rows for c in open_source(path).chunks(4)] == [4, 4, 2]
     with pytest.raises(ImportFileError, match=r"e\.parquet row 10, field 'occurred_at'"):
         import_events(engine, path)
+
+
+def _paced_reader(
+    data: bytes, block: int, ahead: int
+) -> tuple[PacedFile, pa_csv.CSVStreamingReader]:
+    paced = PacedFile(io.BytesIO(data), block, ahead)  # type: ignore[arg-type]
+    reader = pa_csv.open_csv(paced, read_options=pa_csv.ReadOptions(block_size=block))
+    paced.reader = reader
+    return paced, reader
+
+
+@pytest.mark.parametrize("ahead", [2, 1_000_000])
+def test_the_csv_reader_reads_only_a_few_blocks_ahead_of_the_batches_taken(ahead: int) -> None:
+    """Arrow's streaming reader, left alone, reads about 32 blocks ahead of the batches asked for
+    (512 MiB at the import's 16 MiB blocks); the second case shows it, so the first would catch
+    the pacing going away."""
+    block = 1 << 12
+    data = ("a,b\n" + "".join(f"{i},{'x' * 20}\n" for i in range(20_000))).encode()
+    assert len(data) > 100 * block
+    paced, reader = _paced_reader(data, block, ahead)
+    reader.read_next_batch()
+    paced.took_block()
+    time.sleep(0.3)  # give the reader's I/O thread time to run ahead
+    given = paced.given
+    paced.stop()
+    if ahead == 2:
+        assert given <= 3 * block
+    else:
+        assert given > 20 * block  # Arrow's own bound: about 32 blocks
+
+
+def test_a_paced_file_read_to_the_end_gives_every_row() -> None:
+    block = 1 << 12
+    data = ("a,b\n" + "".join(f"{i},v{i}\n" for i in range(5_000))).encode()
+    paced, reader = _paced_reader(data, block, 2)
+    values: list[int] = []
+    for batch in reader:
+        paced.took_block()
+        values += batch.column(0).to_pylist()
+    paced.stop()
+    assert values == list(range(5_000))
+
+
+def test_leaving_a_big_file_after_its_first_chunk_exits_cleanly(tmp_path) -> None:
+    """An abandoned stream must not leave Arrow's I/O thread inside Python: at exit that aborts
+    the interpreter ("PyGILState_Release ... finalizing")."""
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write(HEADER)
+        f.writelines(_row(i) for i in range(400_000))
+    code = (
+        "import sys\n"
+        "from orchestrator.imports.stream import open_source\n"
+        "stream = open_source(sys.argv[1])\n"
+        "print(stream.first().table.num_rows)\n"
+        "print(next(iter(stream.chunks(1000))).table.num_rows)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[1] == "1000"
