@@ -7,6 +7,7 @@ from alembic.runtime.migration import MigrationContext
 
 from orchestrator.errors import SchemaNotInitialized
 from orchestrator.storage.db import (
+    SCHEMA_HEAD,
     current_revision,
     head_revision,
     init_schema,
@@ -22,6 +23,7 @@ def test_init_creates_every_table_and_is_idempotent(db_url: str) -> None:
         require_schema(eng)
     before, after = init_schema(eng)
     assert before is None and after == head_revision(eng)
+    assert after == SCHEMA_HEAD, "a new migration: set SCHEMA_HEAD in storage/db.py to it"
     assert set(metadata.tables) <= set(sa.inspect(eng).get_table_names())
     assert init_schema(eng) == (after, after)
     require_schema(eng)

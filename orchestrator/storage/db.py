@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlmodel import Session
 
 from orchestrator.errors import InputError, SchemaNotInitialized
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: loading it costs about 0.2 s, and every command but
+# `orch init` only compares the database's revision with this one.
+SCHEMA_HEAD = "0009"  # the newest migration's revision (a test checks it against the scripts)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -55,6 +58,8 @@ def is_postgres(engine: sa.Engine) -> bool:
 
 
 def alembic_config(engine: sa.Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = None
@@ -63,16 +68,24 @@ def alembic_config(engine: sa.Engine) -> Config:
 
 
 def head_revision(engine: sa.Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    """The database's schema revision (Alembic's version table), or None before `orch init`."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    return str(rows[0]) if len(rows) == 1 else None
 
 
 def init_schema(engine: sa.Engine) -> tuple[str | None, str | None]:
     """Create or upgrade the schema to the newest migration; return (before, after)."""
+    from alembic import command
+
     before = current_revision(engine)
     cfg = alembic_config(engine)
     with engine.begin() as conn:
@@ -83,10 +96,12 @@ def init_schema(engine: sa.Engine) -> tuple[str | None, str | None]:
 
 def require_schema(engine: sa.Engine) -> None:
     """Refuse to work on a database whose schema is missing or not the newest."""
-    current, head = current_revision(engine), head_revision(engine)
+    current, head = current_revision(engine), SCHEMA_HEAD
     if current is None:
         raise SchemaNotInitialized("the database has no schema yet: run `orch init` first")
     if current != head:
+        from alembic.script import ScriptDirectory
+
         scripts = ScriptDirectory.from_config(alembic_config(engine))
         known = {rev.revision for rev in scripts.walk_revisions()}
         if current not in known:
