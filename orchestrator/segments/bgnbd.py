@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 Array = np.ndarray
 
@@ -174,6 +174,8 @@ def fit(
         init = BgNbdParams(1.0, alpha0, 1.0, 1.0)
     theta0 = np.log(init.as_array())
     bounds = [(-15.0, 15.0)] * 4
+    from scipy import optimize  # lazy: loads in ~0.4 s, needed only to fit
+
     result = optimize.minimize(
         _objective,
         theta0,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from orchestrator.segments.bgnbd import _standard_errors
 
@@ -115,6 +115,8 @@ def fit(x: Array, m: Array, *, max_iterations: int = 500) -> GammaGammaFit:
         raise ValueError("Gamma-Gamma needs two or more customers with x > 0 and m > 0")
     # Method-of-moments-like start: order values with shape 1 and the observed mean.
     theta0 = np.log([1.0, 2.0, float(np.mean(m))])
+    from scipy import optimize  # lazy: loads in ~0.4 s, needed only to fit
+
     result = optimize.minimize(
         _objective,
         theta0,

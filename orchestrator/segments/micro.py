@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from orchestrator.segments.config import MicroConfig
 
@@ -305,6 +304,8 @@ def _match_ids(centres: np.ndarray, old: tuple[list[int], np.ndarray] | None) ->
         return np.arange(1, len(centres) + 1)
     old_ids, old_centres = old
     distance = np.linalg.norm(centres[:, None, :] - old_centres[None, :, :], axis=2)
+    from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize loads in ~0.4 s
+
     new_rows, old_rows = linear_sum_assignment(distance)
     taken = set()
     for i, j in zip(new_rows, old_rows, strict=True):

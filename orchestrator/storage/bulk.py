@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -313,6 +312,8 @@ def copy_arrow(conn: sa.Connection, table: str, data: pa.Table) -> None:
 
 def try_copy_arrow(conn: sa.Connection, table: str, data: pa.Table) -> bool:
     """COPY ``data`` in a savepoint; False, with nothing written, if a unique key exists already."""
+    import psycopg  # PostgreSQL only: the driver takes 0.2 s to load, which SQLite need not pay
+
     cur = driver_connection(conn).cursor()
     cur.execute("SAVEPOINT orch_bulk")
     try:
