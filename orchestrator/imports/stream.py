@@ -227,6 +227,7 @@ class PacedFile(io.RawIOBase):
         self._raw, self._block, self._ahead = raw, block, ahead
         self.given = self._taken = 0
         self._stopped = False
+        self.waiting = False  # the reader is held back (read from another thread by tests)
         self._turn = threading.Condition()
         self.reader: pa.RecordBatchReader | None = None
 
@@ -236,7 +237,9 @@ class PacedFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         with self._turn:
             while not self._stopped and self.given >= (self._taken + self._ahead) * self._block:
+                self.waiting = True
                 self._turn.wait()
+            self.waiting = False
             if self._stopped:
                 return b""
         data = self._raw.read(size)
@@ -263,7 +266,9 @@ class PacedFile(io.RawIOBase):
                 for _ in self.reader:
                     pass
             except (pa.ArrowInvalid, OSError):
-                pass  # the file was cut short on purpose
+                # Stopped early, the file ends inside a row and the reader says so; the chunks
+                # already taken are whole, and an error that stopped the import is raised anyway.
+                pass
             self.reader = None
 
 

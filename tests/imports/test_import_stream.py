@@ -144,24 +144,41 @@ def _paced_reader(
     return paced, reader
 
 
-@pytest.mark.parametrize("ahead", [2, 1_000_000])
-def test_the_csv_reader_reads_only_a_few_blocks_ahead_of_the_batches_taken(ahead: int) -> None:
-    """Arrow's streaming reader, left alone, reads about 32 blocks ahead of the batches asked for
-    (512 MiB at the import's 16 MiB blocks); the second case shows it, so the first would catch
-    the pacing going away."""
+def _wait_for(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_csv_reader_is_held_a_few_blocks_ahead_of_the_batches_taken() -> None:
     block = 1 << 12
     data = ("a,b\n" + "".join(f"{i},{'x' * 20}\n" for i in range(20_000))).encode()
     assert len(data) > 100 * block
-    paced, reader = _paced_reader(data, block, ahead)
+    paced, reader = _paced_reader(data, block, 2)
     reader.read_next_batch()
     paced.took_block()
-    time.sleep(0.3)  # give the reader's I/O thread time to run ahead
-    given = paced.given
+    # The reader's I/O thread runs ahead until the file holds it back: with no pacing it would
+    # never wait and this would time out.
+    assert _wait_for(lambda: paced.waiting), f"never held back; read {paced.given} bytes"
+    assert paced.given <= 3 * block
+    paced.took_block()  # one more batch taken: one more block may be read, no more
+    assert _wait_for(lambda: paced.given > 3 * block and paced.waiting)
+    assert paced.given <= 4 * block
     paced.stop()
-    if ahead == 2:
-        assert given <= 3 * block
-    else:
-        assert given > 20 * block  # Arrow's own bound: about 32 blocks
+
+
+def test_unpaced_the_reader_runs_far_ahead() -> None:
+    """What the pacing is for: Arrow's streaming reader, left alone, reads about 32 blocks ahead
+    of the batches asked for (512 MiB at the import's 16 MiB blocks)."""
+    block = 1 << 12
+    data = ("a,b\n" + "".join(f"{i},{'x' * 20}\n" for i in range(20_000))).encode()
+    paced, reader = _paced_reader(data, block, 1_000_000)
+    reader.read_next_batch()
+    assert _wait_for(lambda: paced.given > 20 * block), f"read only {paced.given} bytes"
+    paced.stop()
 
 
 def test_a_paced_file_read_to_the_end_gives_every_row() -> None:

@@ -44,6 +44,11 @@ def _trained(name: str) -> Policy:
     return policy
 
 
+def test_each_policy_is_registered_under_its_own_name() -> None:
+    """The registry names modules lazily: a name that drifts from the class's is caught here."""
+    assert {name: POLICIES[name].name for name in POLICIES} == {name: name for name in POLICIES}
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES))
 class TestContract:
     @settings(max_examples=40, deadline=None)
