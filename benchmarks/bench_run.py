@@ -291,7 +291,9 @@ def main():
     print(json.dumps({"seconds": seconds, "decided": report.decided, "mode": mode,
                       "workers": report.workers, "worker_mb": report.worker_peak_mb,
                       "customers": report.customers, "suppressed": report.counts["suppressed"],
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      # the batch reader (SQLite): a child process of the run
+                      "reader_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":  # Dask's worker processes import this module
@@ -393,20 +395,21 @@ def main() -> None:
             print(
                 f"  daily run ({policy}, {r['mode']} contact state): {r['seconds']:.1f} s, "
                 f"{r['customers'] / r['seconds']:,.0f} customers/s, {r['decided']:,} decisions, "
-                f"peak RSS {r['rss_mb']:.0f} MB, suppressed {r['suppressed']}",
+                f"peak RSS {r['rss_mb']:.0f} MB (its batch reader {r['reader_mb']:.0f} MB), "
+                f"suppressed {r['suppressed']}",
                 flush=True,
             )
     print()
     print(
         f"{'backend':<12}{'policy':<9}{'workers':>8}{'customers':>12}{'seconds':>10}"
-        f"{'cust/s':>12}{'decisions':>12}{'peak MB':>10}{'first run s':>13}"
+        f"{'cust/s':>12}{'decisions':>12}{'peak MB':>10}{'reader MB':>11}{'first run s':>13}"
     )
     for r in results:
         peak = r["worker_mb"] if r.get("workers") else r["rss_mb"]
         print(
             f"{r['backend']:<12}{r['policy']:<9}{r.get('workers') or 1:>8}{r['customers']:>12,}"
             f"{r['seconds']:>10.1f}{r['customers'] / r['seconds']:>12,.0f}{r['decided']:>12,}"
-            f"{peak:>10.0f}{r['first_seconds']:>13.1f}"
+            f"{peak:>10.0f}{r.get('reader_mb', 0):>11.0f}{r['first_seconds']:>13.1f}"
         )
 
 

@@ -33,7 +33,12 @@ from sqlmodel import Session, SQLModel, col, select
 
 from orchestrator.config import get_settings
 from orchestrator.engine.actions import build_actions
-from orchestrator.engine.columns import context_names
+from orchestrator.engine.columns import (
+    DERIVED_SOURCES,
+    attribute_sources,
+    context_names,
+    feature_sources,
+)
 from orchestrator.engine.contacts import (
     CAP_EXEMPT,
     SENT,
@@ -60,6 +65,7 @@ from orchestrator.features import rule_schema
 from orchestrator.learning import versions
 from orchestrator.plan import Plan, check_plan
 from orchestrator.storage import contact_state
+from orchestrator.storage.customer_reader import CustomerReader
 from orchestrator.storage.db import make_engine, require_schema, session_scope
 from orchestrator.storage.journey_repo import (
     load_journey_input,
@@ -81,7 +87,6 @@ from orchestrator.storage.run_repo import (
     count_customers,
     insert_context,
     insert_decisions,
-    load_customers,
     load_entries,
     partition_bounds,
 )
@@ -556,9 +561,9 @@ def _dry_run(
     total = _customers(engine)
     after: str | None = None
     batches = 0
-    while True:
-        with engine.connect() as reader:
-            raw = load_customers(reader, after=after, limit=batch_size)
+    with customer_reader(engine, prepared) as customers, engine.connect() as reader:
+        while True:
+            raw = customers.load(reader, after=after, limit=batch_size)
             if not raw.ids:
                 break
             history = load_batch_history(reader, prepared, raw.ids)
@@ -566,10 +571,10 @@ def _dry_run(
                 reader, raw.ids, prepared.setup.journeys, prepared.setup.day
             )
             reader.rollback()
-        counts.add(decide_partition(prepared, raw, history, journeys=journeys).counts)
-        after, batches = raw.ids[-1], batches + 1
-        if progress:
-            progress(counts.customers, max(total, counts.customers))
+            counts.add(decide_partition(prepared, raw, history, journeys=journeys).counts)
+            after, batches = raw.ids[-1], batches + 1
+            if progress:
+                progress(counts.customers, max(total, counts.customers))
     return RunReport(
         prepared.setup.day,
         "dry_run",
@@ -680,84 +685,87 @@ def run_partition(
     prepared = materialize_cached(raw_spec)
     acts = prepared.setup.actions
     horizon = contact_state.horizon_for(prepared.lookback_days)
-    while True:
-        with engine.connect() as reader:
-            if not rebuild and contact_state.generation(reader) != generation:
-                rebuild = True  # past decisions changed under the run: read the log from here
-            raw = load_customers(
-                reader, after=after, limit=batch_size, upto=hi, with_state=not rebuild
-            )
-            if raw.ids and rebuild:
-                entries = load_entries(
-                    reader, raw.ids, day=day, lookback_days=horizon, exempt=_exempt(prepared)
+    with customer_reader(engine, prepared) as customers:
+        while True:
+            with engine.connect() as reader:
+                if not rebuild and contact_state.generation(reader) != generation:
+                    rebuild = True  # past decisions changed under the run: read the log from here
+                raw = customers.load(
+                    reader, after=after, limit=batch_size, upto=hi, with_state=not rebuild
                 )
-            elif raw.ids:
-                entries = decode_states(raw.states or [])
-            journeys = load_journey_input(reader, raw.ids, prepared.setup.journeys, day)
-            reader.rollback()
-        if not raw.ids:
-            break
-        logged = part * BATCH_STRIDE + batch_no
-        history = _history(prepared, entries, len(raw.ids))
-        result = decide_partition(prepared, raw, history, batch=logged, journeys=journeys)
-        counts.add(result.counts)
-        states = _states_after(prepared, result, entries, horizon, len(raw.ids))
-        with engine.begin() as conn:
-            moved = conn.execute(
-                sa.update(RunPartition)
-                .where(
-                    col(RunPartition.run_date) == day,
-                    col(RunPartition.part) == part,
-                    col(RunPartition.run_token) == token,
-                    col(RunPartition.batches_done) == batch_no,
-                )
-                .values(
-                    batches_done=batch_no + 1,
-                    last_customer_id=raw.ids[-1],
-                    heartbeat_at=utcnow(),
-                    counts=counts.to_json(),
-                )
-            )
-            if moved.rowcount != 1:
-                conn.rollback()
-                raise PartitionMoved(
-                    f"partition {part} of the run for {day} moved on under this attempt"
-                )
-            _write(conn, day, logged, prepared, result, acts.labels)
-            dec = result.decisions
-            if journeys is not None and dec.journey_states is not None:
-                write_journey_states(
-                    conn,
-                    raw.ids,
-                    prepared.setup.journeys,
-                    journeys.states,
-                    dec.journey_states,
-                    day,
-                )
-            if rebuild:  # every customer of the batch: their state from the log, and today
-                contact_state.write_states(
-                    conn, raw.ids, states, replace_range=(after, raw.ids[-1])
-                )
-            else:  # those decided today, and those a cleared run of today had decided
-                changed = result.decisions.decided | _has_day(entries, day, len(raw.ids))
-                rows = np.flatnonzero(changed)
-                contact_state.write_states(
-                    conn, [raw.ids[i] for i in rows.tolist()], [states[i] for i in rows.tolist()]
-                )
-            conn.execute(
-                sa.update(Run)
-                .where(col(Run.token) == token)
-                .values(heartbeat_at=utcnow(), batches_done=col(Run.batches_done) + 1)
-            )
-        after, batch_no = raw.ids[-1], batch_no + 1
-        if progress:
-            progress(counts.customers, None)
-        if stop is not None and stop.is_set():
+                if raw.ids and rebuild:
+                    entries = load_entries(
+                        reader, raw.ids, day=day, lookback_days=horizon, exempt=_exempt(prepared)
+                    )
+                elif raw.ids:
+                    entries = decode_states(raw.states or [])
+                journeys = load_journey_input(reader, raw.ids, prepared.setup.journeys, day)
+                reader.rollback()
+            if not raw.ids:
+                break
+            logged = part * BATCH_STRIDE + batch_no
+            history = _history(prepared, entries, len(raw.ids))
+            result = decide_partition(prepared, raw, history, batch=logged, journeys=journeys)
+            counts.add(result.counts)
+            states = _states_after(prepared, result, entries, horizon, len(raw.ids))
             with engine.begin() as conn:
-                _set_partition(conn, day, part, token, status="pending", owner="")
-            raise RunStopped(
-                f"the run for {day} stopped after {batch_no} batches of partition {part}"
-            )
+                moved = conn.execute(
+                    sa.update(RunPartition)
+                    .where(
+                        col(RunPartition.run_date) == day,
+                        col(RunPartition.part) == part,
+                        col(RunPartition.run_token) == token,
+                        col(RunPartition.batches_done) == batch_no,
+                    )
+                    .values(
+                        batches_done=batch_no + 1,
+                        last_customer_id=raw.ids[-1],
+                        heartbeat_at=utcnow(),
+                        counts=counts.to_json(),
+                    )
+                )
+                if moved.rowcount != 1:
+                    conn.rollback()
+                    raise PartitionMoved(
+                        f"partition {part} of the run for {day} moved on under this attempt"
+                    )
+                _write(conn, day, logged, prepared, result, acts.labels)
+                dec = result.decisions
+                if journeys is not None and dec.journey_states is not None:
+                    write_journey_states(
+                        conn,
+                        raw.ids,
+                        prepared.setup.journeys,
+                        journeys.states,
+                        dec.journey_states,
+                        day,
+                    )
+                if rebuild:  # every customer of the batch: their state from the log, and today
+                    contact_state.write_states(
+                        conn, raw.ids, states, replace_range=(after, raw.ids[-1])
+                    )
+                else:  # those decided today, and those a cleared run of today had decided
+                    changed = result.decisions.decided | _has_day(entries, day, len(raw.ids))
+                    rows = np.flatnonzero(changed)
+                    contact_state.write_states(
+                        conn,
+                        [raw.ids[i] for i in rows.tolist()],
+                        [states[i] for i in rows.tolist()],
+                    )
+                conn.execute(
+                    sa.update(Run)
+                    .where(col(Run.token) == token)
+                    .values(heartbeat_at=utcnow(), batches_done=col(Run.batches_done) + 1)
+                )
+            after, batch_no = raw.ids[-1], batch_no + 1
+            if progress:
+                progress(counts.customers, None)
+            if stop is not None and stop.is_set():
+                with engine.begin() as conn:
+                    _set_partition(conn, day, part, token, status="pending", owner="")
+                raise RunStopped(
+                    f"the run for {day} stopped after {batch_no} batches of partition {part}"
+                )
     with engine.begin() as conn:
         _set_partition(
             conn, day, part, token, status="done", heartbeat_at=utcnow(), counts=counts.to_json()
@@ -765,6 +773,16 @@ def run_partition(
         if rebuild and run.contacts == "state":  # the states of earlier batches may miss some
             conn.execute(sa.update(Run).where(col(Run.token) == token).values(contacts="rebuild"))
     return counts.to_json()
+
+
+def customer_reader(engine: sa.Engine, prepared: Prepared) -> CustomerReader:
+    """The reader of the run's customer batches: the attributes and features its fields read."""
+    schema, derived = prepared.schema, set(DERIVED_SOURCES.values())
+    return CustomerReader(
+        engine,
+        {n: "date" if n in derived else schema[n] for n in attribute_sources(prepared.needed)},
+        feature_sources(prepared.needed),
+    )
 
 
 def _set_partition(

@@ -56,22 +56,27 @@ def days_to_birthday(birth: np.ndarray, day: date) -> np.ndarray:
 
 
 def build_columns(
-    attributes: Sequence[Mapping[str, Any]],
+    attributes: Mapping[str, Sequence[Any]],
     features: Mapping[str, Sequence[Any]],
     schema: Mapping[str, str],
     needed: Collection[str],
     day: date,
+    n: int,
 ) -> dict[str, Column]:
-    """Columns for the ``needed`` fields of a batch of ``n = len(attributes)`` customers.
+    """Columns for the ``needed`` fields of a batch of ``n`` customers.
 
-    ``features`` maps computed-feature names to ``(n,)`` values (None = null).
+    ``attributes`` and ``features`` map attribute and computed-feature names to ``(n,)`` values
+    (Python lists or Arrow arrays; None = null); a name missing from them is null throughout.
     """
-    n = len(attributes)
     out: dict[str, Column] = {}
+
+    def values(name: str) -> Sequence[Any]:
+        found = (features if name in COMPUTED_FEATURES else attributes).get(name)
+        return found if found is not None else [None] * n
+
     for name in needed:
         if name in DERIVED_SOURCES:
-            source = DERIVED_SOURCES[name]
-            raw = column_from_values("date", [a.get(source) for a in attributes])
+            raw = column_from_values("date", values(DERIVED_SOURCES[name]))
             assert isinstance(raw, DateColumn)
             if name == "days_to_birthday":
                 out[name] = NumberColumn(days_to_birthday(raw.values, day))
@@ -79,14 +84,24 @@ def build_columns(
                 delta = (np.datetime64(day, "D") - raw.values).astype(np.float64)
                 delta[np.isnat(raw.values)] = np.nan
                 out[name] = NumberColumn(delta)
-        elif name in COMPUTED_FEATURES:
-            values = features.get(name)
-            out[name] = column_from_values(
-                schema[name], values if values is not None else [None] * n
-            )
         else:
-            out[name] = column_from_values(schema[name], [a.get(name) for a in attributes])
+            out[name] = column_from_values(schema[name], values(name))
     return out
+
+
+def attribute_sources(needed: Collection[str]) -> list[str]:
+    """The customer attributes ``needed`` fields read (a derived field reads its source).
+
+    >>> attribute_sources({"age", "days_to_birthday", "monetary"})
+    ['age', 'birth_date']
+    """
+    names = {DERIVED_SOURCES.get(n, n) for n in needed}
+    return sorted(n for n in names if n not in COMPUTED_FEATURES)
+
+
+def feature_sources(needed: Collection[str]) -> list[str]:
+    """The computed features ``needed`` fields read, in ``COMPUTED_FEATURES`` order."""
+    return [n for n in COMPUTED_FEATURES if n in needed]
 
 
 # String fields whose values are known in advance become one-hot context columns.

@@ -392,7 +392,7 @@ def decide_raw(
     """The batch's columns, contexts and draws, then ``decide_batch``."""
     setup, spec = prepared.setup, prepared.spec
     columns = build_columns(
-        raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day
+        raw.attributes, raw.features, prepared.schema, prepared.needed, setup.day, len(raw)
     )
     names = prepared.context_names
     own = [j for j, name in enumerate(names) if not is_contact(name)]

@@ -160,7 +160,8 @@ _ACCEPTED: dict[str, tuple[type, ...]] = {
 
 
 def column_from_values(dtype: str, values: Sequence[Any]) -> Column:
-    """Build a column of field type ``dtype`` from Python values, ``None`` meaning null.
+    """Build a column of field type ``dtype`` from Python values (or an Arrow array of them),
+    ``None`` meaning null.
 
     Numbers come from int/float, bools from bool, strings from str, dates from
     ``datetime.date`` (a ``datetime`` keeps its date) or ``YYYY-MM-DD`` strings.
@@ -174,9 +175,15 @@ def column_from_values(dtype: str, values: Sequence[Any]) -> Column:
     """
     if dtype not in FIELD_TYPES:
         raise InputError(f"unknown field type {dtype!r}; expected one of {', '.join(FIELD_TYPES)}")
-    fast = _arrow_column(dtype, values)
-    if fast is not None:
-        return fast
+    if isinstance(values, pa.Array):  # read as Arrow already (the run's SQLite reader)
+        fast = _from_arrow(dtype, values, values)
+        if fast is not None:
+            return fast
+        values = values.to_pylist()
+    else:
+        fast = _arrow_column(dtype, values)
+        if fast is not None:
+            return fast
     kinds = {type(v) for v in values}
     _check_types(dtype, values, kinds)
     if dtype == "number":
@@ -205,13 +212,19 @@ def _arrow_column(dtype: str, values: Sequence[Any]) -> Column | None:
         arr = pa.array(values, from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError):
         return None
-    kind = arr.type
-    if pa.types.is_null(kind):  # every value is None
-        return _nulls(dtype, len(values))
-    if not any(test(kind) for test in _ARROW_KINDS[dtype]):
-        return None
     # Arrow reads [0.5, True] as two doubles; a number column holds no bools
     if dtype == "number" and any(map(isinstance, values, repeat(bool))):
+        return None
+    return _from_arrow(dtype, arr, values)
+
+
+def _from_arrow(dtype: str, arr: pa.Array, values: Sequence[Any]) -> Column | None:
+    """The column of the Arrow ``arr`` (the Python ``values``, for the row-wise fallback of
+    dates), or None when its type is not one the field accepts."""
+    kind = arr.type
+    if pa.types.is_null(kind) or arr.null_count == len(arr):  # every value is None
+        return _nulls(dtype, len(arr))
+    if not any(test(kind) for test in _ARROW_KINDS[dtype]):
         return None
     if dtype == "number":
         out = (
@@ -324,6 +337,8 @@ def _iso_dates(values: Sequence[Any], arr: pa.Array) -> DateColumn:
 
 
 def _dates(values: Sequence[Any]) -> DateColumn:
+    if isinstance(values, pa.Array):
+        values = values.to_pylist()
     # Day numbers through fromiter are several times faster than np.array(dtype=datetime64).
     days = np.fromiter((_day_number(v) for v in values), dtype=np.int64, count=len(values))
     return DateColumn(days.view("datetime64[D]"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -24,38 +24,60 @@ FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Customers in id order: ``ids``, their attribute dicts and computed-feature columns, and
-    (when asked) their stored contact states."""
+    """Customers in id order: ``ids``, their attribute and computed-feature columns by name
+    (Python lists or Arrow arrays), and (when asked) their stored contact states."""
 
     ids: list[str]
-    attributes: list[dict[str, Any]]
-    features: dict[str, list[Any]]
+    attributes: Mapping[str, Sequence[Any]]
+    features: Mapping[str, Sequence[Any]]
     states: list[bytes | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def of_rows(
+        cls,
+        ids: list[str],
+        rows: Sequence[Mapping[str, Any]],
+        features: Mapping[str, Sequence[Any]] | None = None,
+        names: Sequence[str] | None = None,
+        states: list[bytes | None] | None = None,
+    ) -> RawBatch:
+        """A batch from one attribute dict per customer (its ``names``, or every key).
 
-def load_customers(
-    conn: sa.Connection,
+        >>> RawBatch.of_rows(["a", "b"], [{"x": 1}, {"y": "z"}]).attributes
+        {'x': [1, None], 'y': [None, 'z']}
+        """
+        keys = sorted({k for row in rows for k in row}) if names is None else names
+        columns = {k: [row.get(k) for row in rows] for k in keys}
+        return cls(ids, columns, features or {}, states)
+
+
+CUSTOMER_SELECT = (
+    "SELECT c.customer_id, {attrs}{feats}{state} FROM customer c "
+    "LEFT JOIN customer_features f ON f.customer_id = c.customer_id{on_f}{join_state} "
+    "WHERE {where} ORDER BY c.customer_id{order} LIMIT :limit"
+)
+
+
+def customer_query(
+    order: str,
+    attrs: str,
+    feature_names: Sequence[str],
     *,
     after: str | None,
     limit: int,
     customer_id: str | None = None,
-    feature_names: Sequence[str] = FEATURE_COLUMNS,
     upto: str | None = None,
     with_state: bool = False,
-) -> RawBatch:
-    """The next ``limit`` customers with id greater than ``after`` and at most ``upto`` (or one
-    given customer), with their contact state if ``with_state``."""
-    order = collate(conn)
-    pg = conn.dialect.name == "postgresql"
-    attrs = "c.attributes::text" if pg else "c.attributes"
-    feats = "".join(f", f.{name}" for name in feature_names)
-    state = ", s.state" if with_state else ""
+) -> tuple[str, dict[str, Any]]:
+    """The SQL (``:name`` parameters) of a customer batch: ``attrs`` (a select list of the
+    customer row), the computed features, the contact state; every joined table is bounded
+    too, so PostgreSQL's merge joins start at the range instead of each index's start."""
     params: dict[str, Any] = {"limit": limit}
-    bounds: list[str] = []  # on every joined table too: PostgreSQL's merge joins then start
-    if customer_id is not None:  # at the range instead of scanning each index from its start
+    bounds: list[str] = []
+    if customer_id is not None:
         bounds.append("{t}.customer_id = :cid")
         params["cid"] = customer_id
     else:
@@ -69,28 +91,62 @@ def load_customers(
     def on(t: str) -> str:
         return "".join(f" AND {b.format(t=t)}" for b in bounds)
 
-    join_state = (
-        f" LEFT JOIN contact_state s ON s.customer_id = c.customer_id{on('s')}"
-        if with_state
-        else ""
+    sql = CUSTOMER_SELECT.format(
+        attrs=attrs,
+        feats="".join(f", f.{name}" for name in feature_names),
+        state=", s.state" if with_state else "",
+        on_f=on("f"),
+        join_state=(
+            f" LEFT JOIN contact_state s ON s.customer_id = c.customer_id{on('s')}"
+            if with_state
+            else ""
+        ),
+        where=" AND ".join(b.format(t="c") for b in bounds) or "1 = 1",
+        order=order,
     )
-    where = " AND ".join(b.format(t="c") for b in bounds) or "1 = 1"
-    sql = (
-        f"SELECT c.customer_id, {attrs}{feats}{state} FROM customer c "
-        f"LEFT JOIN customer_features f ON f.customer_id = c.customer_id{on('f')}{join_state} "
-        f"WHERE {where} ORDER BY c.customer_id{order} LIMIT :limit"
+    return sql, params
+
+
+def load_customers(
+    conn: sa.Connection,
+    *,
+    after: str | None,
+    limit: int,
+    customer_id: str | None = None,
+    feature_names: Sequence[str] = FEATURE_COLUMNS,
+    attribute_names: Sequence[str] | None = None,
+    upto: str | None = None,
+    with_state: bool = False,
+) -> RawBatch:
+    """The next ``limit`` customers with id greater than ``after`` and at most ``upto`` (or one
+    given customer), with their ``attribute_names`` (None: every one they have), the
+    ``feature_names`` and their contact state if ``with_state``; each row's JSON attributes
+    parsed here (see `CustomerReader` for the run's columnar path)."""
+    pg = conn.dialect.name == "postgresql"
+    sql, params = customer_query(
+        collate(conn),
+        "c.attributes::text" if pg else "c.attributes",
+        feature_names,
+        after=after,
+        limit=limit,
+        customer_id=customer_id,
+        upto=upto,
+        with_state=with_state,
     )
     rows = _fetch(conn, sql, params)
+    names = attribute_names
     if not rows:
-        return RawBatch([], [], {name: [] for name in feature_names}, [] if with_state else None)
+        empty: dict[str, list[Any]] = {n: [] for n in feature_names}
+        return RawBatch([], {n: [] for n in names or ()}, empty, [] if with_state else None)
     cols = list(zip(*rows, strict=True))
     loads = orjson.loads
     k = len(feature_names)
-    return RawBatch(
-        ids=list(cols[0]),
-        attributes=[loads(a) if a else {} for a in cols[1]],
-        features={name: list(cols[2 + i]) for i, name in enumerate(feature_names)},
-        states=list(cols[2 + k]) if with_state else None,
+    return RawBatch.of_rows(
+        list(cols[0]),
+        [loads(a) if a else {} for a in cols[1]],
+        {name: list(cols[2 + i]) for i, name in enumerate(feature_names)},
+        names,
+        list(cols[2 + k]) if with_state else None,
     )
 
 

@@ -41,7 +41,7 @@ def spec_of(plan, seed: int, policy: str = "uniform") -> RunSpec:
 
 def customers(scores: np.ndarray) -> RawBatch:
     ids = [f"u{i:04d}" for i in range(len(scores))]
-    return RawBatch(ids, [{"score": float(s)} for s in scores], {})
+    return RawBatch.of_rows(ids, [{"score": float(s)} for s in scores])
 
 
 def history_rows(plan, ids: list[str], rng: np.random.Generator) -> list[tuple]:
@@ -69,7 +69,7 @@ def decide_in_slices(prepared, batch: RawBatch, rows: list[tuple], cuts: list[in
         if lo == hi:
             continue
         ids = batch.ids[lo:hi]
-        part = RawBatch(ids, batch.attributes[lo:hi], {})
+        part = RawBatch(ids, {k: v[lo:hi] for k, v in batch.attributes.items()}, {})
         history = history_from_rows(
             [r for r in rows if r[0] in set(ids)],
             ids,

@@ -117,7 +117,7 @@ def play(plan: Plan, signups: np.ndarray, purchases: np.ndarray, cut: int):
                 [_take(state, lo, hi)], [last_signup[lo:hi].copy()], [last_purchase[lo:hi].copy()]
             )
             result = decide_partition(
-                prepared, RawBatch(ids[lo:hi], [{}] * (hi - lo), {}), history, journeys=inp
+                prepared, RawBatch(ids[lo:hi], {}, {}), history, journeys=inp
             )
             assert result.decisions.journey_states is not None
             parts.append(result.decisions.journey_states[0])

@@ -1,0 +1,221 @@
+"""The run's columnar customer reader (a child process on ADBC's SQLite driver) against the row
+path: the same columns for any data, the row path's errors for values of another type, and the
+row path again when the child dies."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator import admin
+from orchestrator.engine.columns import build_columns
+from orchestrator.errors import InputError
+from orchestrator.features import rule_schema
+from orchestrator.rules.columns import BoolColumn, DateColumn, NumberColumn, StringColumn
+from orchestrator.run import run_daily
+from orchestrator.storage.customer_reader import CustomerReader
+from orchestrator.storage.db import init_schema, make_engine
+from orchestrator.storage.models import ContactState, Customer, CustomerFeatures, utcnow
+from orchestrator.storage.run_repo import RawBatch
+from tests.helpers import seed_customers
+from tests.test_run import DAY, PLAN, decisions
+
+ATTRIBUTES = {"age": "number", "vip": "bool", "country": "string", "birth_date": "date"}
+FEATURES = ["recency_days", "frequency", "monetary", "lifecycle_stage", "p_alive"]
+FIELDS = [*ATTRIBUTES, *FEATURES, "days_to_birthday"]
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+VALUES = {
+    "age": st.one_of(st.none(), st.integers(-(2**53), 2**53), finite),
+    "vip": st.one_of(st.none(), st.booleans()),
+    "country": st.one_of(st.none(), st.text(max_size=6)),
+    "birth_date": st.one_of(st.none(), st.dates().map(date.isoformat)),
+}
+customer = st.fixed_dictionaries(
+    {},
+    optional={name: strategy for name, strategy in VALUES.items()},  # missing keys too
+)
+features = st.fixed_dictionaries(
+    {},
+    optional={
+        "recency_days": st.one_of(st.none(), finite),
+        "frequency": st.one_of(st.none(), st.integers(0, 10**6)),
+        "monetary": st.one_of(st.none(), finite),
+        "lifecycle_stage": st.one_of(st.none(), st.sampled_from(["new", "active", "lapsed"])),
+        "p_alive": st.one_of(st.none(), st.floats(0, 1)),
+    },
+)
+state = st.one_of(st.none(), st.binary(min_size=1, max_size=40))
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> sa.Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'orch.db'}")
+    init_schema(engine)
+    return engine
+
+
+def write(engine: sa.Engine, rows: list[tuple[dict, dict | None, bytes | None]]) -> list[str]:
+    ids = [f"C{i:05d}" for i in range(len(rows))]
+    now = utcnow()
+    with engine.begin() as conn:
+        for table in (ContactState, CustomerFeatures, Customer):
+            conn.execute(sa.delete(table))
+        customers = [
+            {"customer_id": c, "attributes": a, "created_at": now, "updated_at": now}
+            for c, (a, _, _) in zip(ids, rows, strict=True)
+        ]
+        if customers:
+            conn.execute(sa.insert(Customer), customers)
+        feats = [
+            {
+                "customer_id": c,
+                "as_of": date(2026, 11, 1),
+                "updated_at": now,
+                **dict.fromkeys(FEATURES),
+                **f,
+            }
+            for c, (_, f, _) in zip(ids, rows, strict=True)
+            if f is not None
+        ]
+        if feats:
+            conn.execute(sa.insert(CustomerFeatures), feats)
+        states = [
+            {"customer_id": c, "state": s}
+            for c, (_, _, s) in zip(ids, rows, strict=True)
+            if s is not None
+        ]
+        if states:
+            conn.execute(sa.insert(ContactState), states)
+    return ids
+
+
+def read_all(reader: CustomerReader, engine: sa.Engine, limit: int) -> list[RawBatch]:
+    out, after = [], None
+    with engine.connect() as conn:
+        while True:
+            batch = reader.load(conn, after=after, limit=limit, with_state=True)
+            conn.rollback()
+            if not batch.ids:
+                return out
+            out.append(batch)
+            after = batch.ids[-1]
+
+
+def columns_of(batch: RawBatch) -> dict:
+    schema = rule_schema(ATTRIBUTES)
+    cols = build_columns(
+        batch.attributes, batch.features, schema, FIELDS, date(2026, 11, 23), len(batch)
+    )
+    out = {}
+    for name, col in cols.items():
+        if isinstance(col, NumberColumn):
+            out[name] = col.values.tobytes()  # exact, NaN equal to NaN
+        elif isinstance(col, BoolColumn):
+            out[name] = (col.values & col.known).tolist(), col.known.tolist()
+        elif isinstance(col, StringColumn):
+            out[name] = [None if k < 0 else col.categories[k] for k in col.codes.tolist()]
+        else:
+            assert isinstance(col, DateColumn)
+            out[name] = col.values.tolist()
+    return out
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(customer, st.one_of(st.none(), features), state), max_size=40),
+    limit=st.integers(1, 17),
+)
+def test_columnar_batches_equal_the_row_path(sqlite: sa.Engine, rows, limit: int) -> None:
+    ids = write(sqlite, rows)
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES) as fast:
+        assert fast.columnar
+        got = read_all(fast, sqlite, limit)
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES, columnar=False) as slow:
+        want = read_all(slow, sqlite, limit)
+    assert [b.ids for b in got] == [b.ids for b in want]
+    assert [i for b in got for i in b.ids] == ids
+    assert [b.states for b in got] == [b.states for b in want]
+    for g, w in zip(got, want, strict=True):
+        assert all(isinstance(v, pa.Array) for v in g.attributes.values())
+        assert columns_of(g) == columns_of(w)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"age": "41"}, "a number column cannot hold str values such as '41'"),
+        ({"age": True}, "a number column cannot hold bool values such as True"),
+        ({"vip": 1}, "a bool column cannot hold int values such as 1"),
+        ({"country": 34}, "a string column cannot hold int values such as 34"),
+    ],
+)
+def test_a_value_of_another_type_gets_the_row_paths_error(
+    sqlite: sa.Engine, bad: dict, message: str
+) -> None:
+    rows = [({"age": 30, "vip": True, "country": "ES"}, None, None)] * 6
+    rows[4] = (bad, None, None)
+    write(sqlite, rows)
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES) as reader:
+        first, second = read_all(reader, sqlite, 3)
+    assert isinstance(first.attributes["age"], pa.Array)  # the batch without it stays columnar
+    assert isinstance(second.attributes["age"], list)  # the one with it was read row by row
+    columns_of(first)
+    with pytest.raises(InputError, match=message):
+        columns_of(second)
+
+
+def test_the_row_path_takes_over_when_the_reader_process_dies(
+    sqlite: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(sqlite, [({"age": i, "vip": i % 2 == 0}, {"monetary": i / 3}, None) for i in range(9)])
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES, columnar=False) as slow:
+        want = [columns_of(b) for b in read_all(slow, sqlite, 4)]
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES) as reader, sqlite.connect() as conn:
+        first = reader.load(conn, after=None, limit=4)
+        child = reader._child
+        assert child is not None
+        child.kill()
+        child.wait()
+        with caplog.at_level(logging.WARNING, logger="orch.run"):
+            second = reader.load(conn, after=first.ids[-1], limit=4)
+        third = reader.load(conn, after=second.ids[-1], limit=4)
+    assert not reader.columnar and "reading row by row" in caplog.text
+    assert [columns_of(b) for b in (first, second, third)] == want
+
+
+def test_the_reader_process_ends_with_the_reader(sqlite: sa.Engine) -> None:
+    write(sqlite, [({"age": 1}, None, None)] * 5)
+    with CustomerReader(sqlite, ATTRIBUTES, FEATURES) as reader, sqlite.connect() as conn:
+        child = reader._child
+        reader.load(conn, after=None, limit=2)  # and the next batch is being read ahead
+    assert child is not None and child.poll() == 0
+
+
+def test_a_run_decides_the_same_through_either_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = []
+    for columnar in (True, False):
+        engine = make_engine(f"sqlite:///{tmp_path / f'{columnar}.db'}")
+        init_schema(engine)
+        admin.apply_plan_file(engine, PLAN, actor="test")
+        seed_customers(engine, 700, seed=3)
+        reader = functools.partial(CustomerReader, columnar=columnar)
+        monkeypatch.setattr("orchestrator.run.CustomerReader", reader)
+        run_daily(engine, day=DAY, batch_size=97)
+        run_daily(engine, day=DAY.replace(day=DAY.day + 1), batch_size=97)
+        runs.append(decisions(engine))
+        engine.dispose()
+    assert runs[0] == runs[1] and len(runs[0]) > 100
+    assert len({d[2] for d in runs[0]}) > 2  # campaigns and no send
