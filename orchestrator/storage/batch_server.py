@@ -1,7 +1,8 @@
-"""The child process that reads the run's customer batches from SQLite as Arrow columns.
+"""The child process that reads the run's customer batches as Arrow columns.
 
-``python -m orchestrator.storage.batch_server DATABASE`` reads requests from stdin (one JSON line
-each: the SQL with ``?`` parameters, their values, the field type of each attribute column) and
+``python -m orchestrator.storage.batch_server``, with the database (a SQLite file's path or a
+``postgresql://`` URL) in ``ORCH_BATCH_SERVER_URL``, reads requests from stdin (one JSON line
+each: the SQL with positional parameters, their values, the field type of each attribute column) and
 answers each on stdout with one frame: a code byte, an 8-byte length and the payload:
 
 - ``D``: the batch as an Arrow IPC stream (attribute columns in their field's Arrow type);
@@ -9,8 +10,9 @@ answers each on stdout with one frame: a code byte, an 8-byte length and the pay
   which names the value in its error);
 - ``E``: the query failed (the payload is the message; the parent reads that batch itself).
 
-It runs ADBC's SQLite driver, which builds the Arrow columns in C. It is a process of its own
-because that driver carries its own copy of SQLite: two copies in one process do not see each
+It runs ADBC's SQLite or PostgreSQL driver, which builds the Arrow columns in C (PostgreSQL's
+in its binary COPY format). It is a process of its own because the SQLite driver carries its
+own copy of SQLite: two copies in one process do not see each
 other's POSIX locks, and the one that closes the database last may truncate the WAL index the
 other has mapped (the run died of SIGBUS that way). Across processes they lock as any two
 SQLite clients do. It only reads, and exits at the end of its input.
@@ -19,6 +21,7 @@ SQLite clients do. It only reads, and exits at the end of its input.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from typing import Any, BinaryIO
@@ -27,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 HEADER = struct.Struct("<cQ")
+URL_VARIABLE = "ORCH_BATCH_SERVER_URL"
 
 
 def as_field(arr: pa.Array, dtype: str) -> pa.Array | None:
@@ -44,6 +48,8 @@ def as_field(arr: pa.Array, dtype: str) -> pa.Array | None:
     if dtype == "number":
         return arr if pa.types.is_integer(kind) or pa.types.is_floating(kind) else None
     if dtype == "bool":
+        if pa.types.is_boolean(kind):  # PostgreSQL's
+            return arr
         if not pa.types.is_integer(kind):
             return None
         if pc.all(pc.is_in(arr.drop_null(), pa.array([0, 1], kind))).as_py() is False:
@@ -52,15 +58,15 @@ def as_field(arr: pa.Array, dtype: str) -> pa.Array | None:
     return arr if pa.types.is_string(kind) else None
 
 
-def answer(conn: Any, request: dict[str, Any]) -> tuple[bytes, Any]:
+def answer(conn: Any, request: dict[str, Any], *, sqlite: bool) -> tuple[bytes, Any]:
     """The frame code and payload for one request."""
     cur = conn.cursor()
     try:
-        # one Arrow batch for the whole result: the driver infers each column's type from the
-        # rows of a batch, and a later batch of another type would be an error
-        cur.adbc_statement.set_options(
-            **{"adbc.sqlite.query.batch_rows": str(max(int(request["limit"]), 1))}
-        )
+        if sqlite:  # one Arrow batch for the whole result: the driver infers each column's
+            # type from the rows of a batch, and a later batch of another type would be an error
+            cur.adbc_statement.set_options(
+                **{"adbc.sqlite.query.batch_rows": str(max(int(request["limit"]), 1))}
+            )
         cur.execute(request["sql"], tuple(request["params"]))
         table = cur.fetch_arrow_table()
     except Exception as exc:  # noqa: BLE001 (the parent reads the batch itself and reports)
@@ -83,16 +89,26 @@ def answer(conn: Any, request: dict[str, Any]) -> tuple[bytes, Any]:
     return b"D", sink.getvalue()
 
 
-def serve(path: str, requests: BinaryIO, replies: BinaryIO) -> None:
-    import adbc_driver_sqlite.dbapi as adbc
+def connect(url: str) -> tuple[Any, bool]:
+    """An autocommit connection (each batch reads what is committed) and whether it is SQLite."""
+    if url.startswith("postgresql://"):
+        import adbc_driver_postgresql.dbapi as pg
 
-    conn = adbc.connect(path, autocommit=True)  # each batch reads what is committed
+        return pg.connect(url, autocommit=True), False
+    import adbc_driver_sqlite.dbapi as lite
+
+    conn = lite.connect(url, autocommit=True)
     cur = conn.cursor()
     cur.execute("PRAGMA busy_timeout = 30000")
     cur.close()
+    return conn, True
+
+
+def serve(url: str, requests: BinaryIO, replies: BinaryIO) -> None:
+    conn, sqlite = connect(url)
     try:
         for line in requests:
-            code, payload = answer(conn, json.loads(line))
+            code, payload = answer(conn, json.loads(line), sqlite=sqlite)
             view = memoryview(payload)
             replies.write(HEADER.pack(code, view.nbytes))
             replies.write(view)
@@ -105,7 +121,7 @@ def serve(path: str, requests: BinaryIO, replies: BinaryIO) -> None:
 
 if __name__ == "__main__":
     try:
-        serve(sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)
+        serve(os.environ[URL_VARIABLE], sys.stdin.buffer, sys.stdout.buffer)
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     finally:  # no flush of a closed pipe at exit

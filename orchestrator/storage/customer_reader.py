@@ -1,12 +1,12 @@
 """The run's customer batches as Arrow columns, read in C, one batch ahead.
 
-On a SQLite file the run reads its batches through a child process
-(``orchestrator.storage.batch_server``) that runs ADBC's SQLite driver: SQLite takes the
-attributes the plan needs out of each row's JSON (``json_extract``) and the driver hands the
-batch back as Arrow columns, so no Python object is made per customer and field (the row path
+The run reads its batches through a child process (``orchestrator.storage.batch_server``) that
+runs ADBC's SQLite or PostgreSQL driver: the database takes the attributes the plan needs out
+of each row's JSON (``json_extract``, ``->>``) and the driver hands the batch back as Arrow
+columns, so no Python object is made per customer and field (the row path
 spent about half of a 1M-customer run making and transposing them). The child reads the next
 batch while this process decides and writes the one in hand. The row path (`load_customers`)
-reads everything else: PostgreSQL, an in-memory SQLite, a batch whose values do not have their
+reads everything else: an in-memory SQLite, a batch whose values do not have their
 field's type (it names the bad value in its error), and the rest of a run whose child died.
 """
 
@@ -26,12 +26,12 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from orchestrator.rules.parser import NAME_PATTERN
-from orchestrator.storage.batch_server import HEADER
+from orchestrator.storage.batch_server import HEADER, URL_VARIABLE
 from orchestrator.storage.run_repo import RawBatch, customer_query, load_customers
 
 log = logging.getLogger("orch.run")
 
-_PARAM = re.compile(r":([a-z_]+)\b")
+_PARAM = re.compile(r"(?<!:):([a-z_]+)\b")  # not a PostgreSQL cast (::float8)
 _Key = tuple[str | None, int, str | None, bool]
 
 
@@ -51,6 +51,7 @@ class CustomerReader:
         self.attributes = dict(attributes)
         self.features = list(features)
         ok = all(NAME_PATTERN.fullmatch(n) for n in self.attributes)
+        self._pg = engine.dialect.name == "postgresql"
         self._child = _start(engine) if columnar and ok else None
         self._pending: _Key | None = None
 
@@ -122,8 +123,8 @@ class CustomerReader:
         after, limit, upto, with_state = key
         names = list(self.attributes)
         sql, params = customer_query(
-            "",
-            attribute_select(self.attributes),
+            ' COLLATE "C"' if self._pg else "",
+            attribute_select(self.attributes, postgresql=self._pg),
             self.features,
             after=after,
             limit=limit,
@@ -132,9 +133,9 @@ class CustomerReader:
         )
         order: list[str] = []
 
-        def qmark(m: re.Match[str]) -> str:  # the driver binds by position
+        def qmark(m: re.Match[str]) -> str:  # the drivers bind by position
             order.append(m.group(1))
-            return "?"
+            return f"${len(order)}" if self._pg else "?"
 
         sql = _PARAM.sub(qmark, sql)
         request = {
@@ -188,16 +189,19 @@ class CustomerReader:
         self.close()
 
 
-# The JSON types a field's values may have (``null`` too: a null or missing value)
+# The JSON types a field's values may have (``null`` too: a null or missing value), as
+# SQLite's json_type and PostgreSQL's jsonb_typeof name them
 JSON_TYPES = {
     "number": ("integer", "real"),
     "bool": ("true", "false"),
     "string": ("text",),
     "date": ("text",),
 }
+JSONB_TYPES = {"number": "number", "bool": "boolean", "string": "string", "date": "string"}
+JSONB_CASTS = {"number": "::float8", "bool": "::boolean", "string": "", "date": ""}
 
 
-def attribute_select(attributes: Mapping[str, str]) -> str:
+def attribute_select(attributes: Mapping[str, str], *, postgresql: bool = False) -> str:
     """The select list of the customer row: each attribute out of the JSON, then how many of
     them hold a value of another JSON type than their field's (the batch is then read row by
     row, which names the value); a lone NULL when there is no attribute.
@@ -206,31 +210,51 @@ def attribute_select(attributes: Mapping[str, str]) -> str:
     "json_extract(c.attributes, '$.age') AS a0"
     >>> attribute_select({"age": "number"}).endswith("NOT IN ('null', 'integer', 'real'))) AS bad")
     True
-    """
+    >>> attribute_select({"vip": "bool"}, postgresql=True).split(", (")[0]
+    "CASE WHEN jsonb_typeof(c.attributes->'vip') = 'boolean' THEN (c.attributes->>'vip')::boolean END AS a0"
+    """  # noqa: E501
     if not attributes:
         return "NULL"
-    parts = [f"json_extract(c.attributes, '$.{n}') AS a{i}" for i, n in enumerate(attributes)]
-    checks = [
-        f"(IFNULL(json_type(c.attributes, '$.{n}'), 'null') NOT IN "
-        f"({', '.join(repr(t) for t in ('null', *JSON_TYPES[dtype]))}))"
-        for n, dtype in attributes.items()
-    ]
+    if postgresql:
+        parts = [
+            f"CASE WHEN jsonb_typeof(c.attributes->'{n}') = '{JSONB_TYPES[t]}' "
+            f"THEN (c.attributes->>'{n}'){JSONB_CASTS[t]} END AS a{i}"
+            for i, (n, t) in enumerate(attributes.items())
+        ]
+        checks = [
+            f"(CASE WHEN jsonb_typeof(c.attributes->'{n}') NOT IN ('null', '{JSONB_TYPES[t]}') "
+            "THEN 1 ELSE 0 END)"
+            for n, t in attributes.items()
+        ]
+    else:
+        parts = [f"json_extract(c.attributes, '$.{n}') AS a{i}" for i, n in enumerate(attributes)]
+        checks = [
+            f"(IFNULL(json_type(c.attributes, '$.{n}'), 'null') NOT IN "
+            f"({', '.join(repr(t) for t in ('null', *JSON_TYPES[dtype]))}))"
+            for n, dtype in attributes.items()
+        ]
     return ", ".join([*parts, f"({' + '.join(checks)}) AS bad"])
 
 
 def _start(engine: sa.Engine) -> subprocess.Popen[bytes] | None:
-    """The batch reader for the engine's SQLite file, or None where there is no file."""
-    if engine.dialect.name != "sqlite":
-        return None
-    path = engine.url.database
-    if not path or path == ":memory:" or path.startswith("file:"):
+    """The batch reader for the engine's database, or None where it cannot read it (an
+    in-memory SQLite). It gets the database's address in its environment, not on its command
+    line, where other users of the machine could read a password."""
+    if engine.dialect.name == "postgresql":
+        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    elif engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        url = os.path.abspath(path)
+    else:
         return None
     root = str(Path(__file__).resolve().parents[2])  # this checkout, installed or not
     paths = [root, os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), URL_VARIABLE: url}
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.storage.batch_server", os.path.abspath(path)],
+            [sys.executable, "-m", "orchestrator.storage.batch_server"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
