@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         default=50_000, ge=1, description="Customers per batch in the daily run."
     )
+    batch_reader: bool = Field(
+        default=True,
+        description="The daily run reads its batches as Arrow columns in a child process, one "
+        "batch ahead (about 190 MB; up to one more core per run or Dask worker); false reads "
+        "them row by row in the run's own process.",
+    )
     import_chunk_rows: int = Field(
         default=100_000, ge=1, description="Rows per write chunk when importing files."
     )

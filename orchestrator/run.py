@@ -782,6 +782,7 @@ def customer_reader(engine: sa.Engine, prepared: Prepared) -> CustomerReader:
         engine,
         {n: "date" if n in derived else schema[n] for n in attribute_sources(prepared.needed)},
         feature_sources(prepared.needed),
+        columnar=get_settings().batch_reader,
     )
 
 

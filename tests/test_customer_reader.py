@@ -214,3 +214,21 @@ def test_a_run_decides_the_same_through_either_reader(
         runs.append(decisions(engine))
     assert runs[0] == runs[1] and len(runs[0]) > 100
     assert len({d[2] for d in runs[0]}) > 2  # campaigns and no send
+
+
+@pytest.mark.parametrize(("setting", "columnar"), [("false", False), ("true", True)])
+def test_orch_batch_reader_chooses_the_reader(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, setting: str, columnar: bool
+) -> None:
+    admin.apply_plan_file(engine, PLAN, actor="test")
+    seed_customers(engine, 50)
+    made: list[CustomerReader] = []
+
+    def spy(*args, **kwargs) -> CustomerReader:
+        made.append(CustomerReader(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("orchestrator.run.CustomerReader", spy)
+    monkeypatch.setenv("ORCH_BATCH_READER", setting)
+    run_daily(engine, day=DAY, batch_size=20)
+    assert made and all(r.columnar is columnar for r in made)
