@@ -783,6 +783,7 @@ def customer_reader(engine: sa.Engine, prepared: Prepared) -> CustomerReader:
         {n: "date" if n in derived else schema[n] for n in attribute_sources(prepared.needed)},
         feature_sources(prepared.needed),
         columnar=get_settings().batch_reader,
+        salt=prepared.plan.settings.salt,
     )
 
 

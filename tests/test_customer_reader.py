@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from orchestrator import admin
 from orchestrator.engine.columns import build_columns
+from orchestrator.engine.hashing import customer_keys
 from orchestrator.errors import InputError
 from orchestrator.features import rule_schema
 from orchestrator.rules.columns import BoolColumn, DateColumn, NumberColumn, StringColumn
@@ -34,8 +35,8 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 VALUES = {
     "age": st.one_of(st.none(), st.integers(-(2**53), 2**53), finite),
     "vip": st.one_of(st.none(), st.booleans()),
-    "country": st.one_of(  # PostgreSQL holds no NUL in text
-        st.none(), st.text(st.characters(exclude_characters="\x00"), max_size=6)
+    "country": st.one_of(  # text a file can hold (UTF-8), and PostgreSQL (no NUL)
+        st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
     ),
     "birth_date": st.one_of(st.none(), st.dates().map(date.isoformat)),
 }
@@ -131,7 +132,7 @@ def columns_of(batch: RawBatch) -> dict:
 )
 def test_columnar_batches_equal_the_row_path(engine: sa.Engine, rows, limit: int) -> None:
     ids = write(engine, rows)
-    with CustomerReader(engine, ATTRIBUTES, FEATURES) as fast:
+    with CustomerReader(engine, ATTRIBUTES, FEATURES, salt="pepper") as fast:
         assert fast.columnar
         got = read_all(fast, engine, limit)
     with CustomerReader(engine, ATTRIBUTES, FEATURES, columnar=False) as slow:
@@ -142,6 +143,8 @@ def test_columnar_batches_equal_the_row_path(engine: sa.Engine, rows, limit: int
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         if k:  # the first batch is read row by row while the reader starts
             assert all(isinstance(v, pa.Array) for v in g.attributes.values())
+            assert g.keys is not None and g.key_salt == "pepper"
+            assert g.keys.tolist() == customer_keys(g.ids, "pepper").tolist()
         assert columns_of(g) == columns_of(w)
 
 

@@ -400,7 +400,10 @@ def decide_raw(
     contexts[:, own] = context_matrix(columns, [names[j] for j in own], len(raw))
     contact = [j for j, name in enumerate(names) if is_contact(name)]
     contexts[:, contact] = contact_features(history, len(raw), [names[j] for j in contact])
-    keys = customer_keys(raw.ids, prepared.plan.settings.salt)
+    salt = prepared.plan.settings.salt
+    keys = raw.keys  # hashed by the batch reader, beside this process
+    if keys is None or raw.key_salt != salt:
+        keys = customer_keys(raw.ids, salt)
     draws = Draws.for_run(keys, seed=spec.seed, day=spec.day)
     view = contexts
     if prepared.policy_names is not None:

@@ -5,7 +5,8 @@
 each: the SQL with positional parameters, their values, the field type of each attribute column) and
 answers each on stdout with one frame: a code byte, an 8-byte length and the payload:
 
-- ``D``: the batch as an Arrow IPC stream (attribute columns in their field's Arrow type);
+- ``D``: the batch as an Arrow IPC stream (attribute columns in their field's Arrow type;
+  with a ``salt``, a last column of the ids' ``customer_keys``, hashed here beside the run);
 - ``B``: some value does not have its field's type (the parent reads that batch row by row,
   which names the value in its error);
 - ``E``: the query failed (the payload is the message; the parent reads that batch itself).
@@ -28,6 +29,8 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from orchestrator.engine.hashing import customer_keys
 
 HEADER = struct.Struct("<cQ")
 URL_VARIABLE = "ORCH_BATCH_SERVER_URL"
@@ -82,6 +85,9 @@ def answer(conn: Any, request: dict[str, Any], *, sqlite: bool) -> tuple[bytes, 
         if typed is None:
             return b"B", b""
         columns[1 + i] = typed
+    if request.get("salt") is not None:  # the ids' keys, hashed here beside the run
+        keys = customer_keys(columns[0].to_pylist(), request["salt"])
+        columns.append(pa.array(keys, pa.uint64()))
     out = pa.Table.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, out.schema) as writer:

@@ -50,9 +50,11 @@ class CustomerReader:
         features: Sequence[str],
         *,
         columnar: bool = True,
+        salt: str | None = None,
     ) -> None:
         self.attributes = dict(attributes)
         self.features = list(features)
+        self.salt = salt  # the child hashes the ids' keys with it (`customer_keys`)
         ok = all(NAME_PATTERN.fullmatch(n) for n in self.attributes)
         self._pg = engine.dialect.name == "postgresql"
         self._url = _address(engine) if columnar and ok else None  # None: row by row
@@ -125,6 +127,8 @@ class CustomerReader:
             {name: cols[1 + i] for i, name in enumerate(names)},
             {name: cols[base + j] for j, name in enumerate(self.features)},
             cols[base + len(self.features)].to_pylist() if key[3] else None,
+            keys=None if self.salt is None else cols[-1].to_numpy(),
+            key_salt=self.salt,
         )
 
     def _request(self, key: _Key) -> None:
@@ -151,6 +155,7 @@ class CustomerReader:
             "params": [params[k] for k in order],
             "types": [self.attributes[n] for n in names],
             "limit": limit,
+            "salt": self.salt,
         }
         assert self._child is not None and self._child.stdin is not None
         self._child.stdin.write(json.dumps(request).encode() + b"\n")

@@ -31,6 +31,8 @@ class RawBatch:
     attributes: Mapping[str, Sequence[Any]]
     features: Mapping[str, Sequence[Any]]
     states: list[bytes | None] | None = None
+    keys: np.ndarray | None = None  # the ids' ``customer_keys`` under ``key_salt``, if known
+    key_salt: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

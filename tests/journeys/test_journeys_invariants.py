@@ -116,9 +116,7 @@ def play(plan: Plan, signups: np.ndarray, purchases: np.ndarray, cut: int):
             inp = JourneyInput(
                 [_take(state, lo, hi)], [last_signup[lo:hi].copy()], [last_purchase[lo:hi].copy()]
             )
-            result = decide_partition(
-                prepared, RawBatch(ids[lo:hi], {}, {}), history, journeys=inp
-            )
+            result = decide_partition(prepared, RawBatch(ids[lo:hi], {}, {}), history, journeys=inp)
             assert result.decisions.journey_states is not None
             parts.append(result.decisions.journey_states[0])
             today += result.rows
