@@ -175,7 +175,7 @@ def column_from_values(dtype: str, values: Sequence[Any]) -> Column:
     """
     if dtype not in FIELD_TYPES:
         raise InputError(f"unknown field type {dtype!r}; expected one of {', '.join(FIELD_TYPES)}")
-    if isinstance(values, pa.Array):  # read as Arrow already (the run's SQLite reader)
+    if isinstance(values, pa.Array):  # read as Arrow already (the run's batch reader)
         fast = _from_arrow(dtype, values, values)
         if fast is not None:
             return fast
