@@ -4,7 +4,6 @@ row path again when the child dies."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import date, timedelta
 
@@ -22,6 +21,7 @@ from orchestrator.features import rule_schema
 from orchestrator.rules.columns import BoolColumn, DateColumn, NumberColumn, StringColumn
 from orchestrator.run import run_daily
 from orchestrator.storage.customer_reader import CustomerReader
+from orchestrator.storage.db import make_engine
 from orchestrator.storage.models import ContactState, Customer, CustomerFeatures, utcnow
 from orchestrator.storage.run_repo import RawBatch
 from tests.helpers import seed_customers
@@ -92,11 +92,18 @@ def write(engine: sa.Engine, rows: list[tuple[dict, dict | None, bytes | None]])
     return ids
 
 
-def read_all(reader: CustomerReader, engine: sa.Engine, limit: int) -> list[RawBatch]:
+def read_all(
+    reader: CustomerReader,
+    engine: sa.Engine,
+    limit: int,
+    *,
+    with_state: bool = True,
+    upto: str | None = None,
+) -> list[RawBatch]:
     out, after = [], None
     with engine.connect() as conn:
         while True:
-            batch = reader.load(conn, after=after, limit=limit, with_state=True)
+            batch = reader.load(conn, after=after, limit=limit, with_state=with_state, upto=upto)
             conn.rollback()
             if not batch.ids:
                 return out
@@ -104,10 +111,10 @@ def read_all(reader: CustomerReader, engine: sa.Engine, limit: int) -> list[RawB
             after = batch.ids[-1]
 
 
-def columns_of(batch: RawBatch) -> dict:
+def columns_of(batch: RawBatch, fields: list[str] = FIELDS) -> dict:
     schema = rule_schema(ATTRIBUTES)
     cols = build_columns(
-        batch.attributes, batch.features, schema, FIELDS, date(2026, 11, 23), len(batch)
+        batch.attributes, batch.features, schema, fields, date(2026, 11, 23), len(batch)
     )
     out = {}
     for name, col in cols.items():
@@ -129,23 +136,36 @@ def columns_of(batch: RawBatch) -> dict:
 @given(
     rows=st.lists(st.tuples(customer, st.one_of(st.none(), features), state), max_size=40),
     limit=st.integers(1, 17),
+    attributes=st.lists(st.sampled_from(sorted(ATTRIBUTES)), unique=True),  # none too
+    feature_names=st.lists(st.sampled_from(FEATURES), unique=True),
+    with_state=st.booleans(),
+    upto=st.one_of(st.none(), st.integers(0, 40).map(lambda i: f"C{i:05d}")),
+    salt=st.one_of(st.none(), st.just("pepper")),
 )
-def test_columnar_batches_equal_the_row_path(engine: sa.Engine, rows, limit: int) -> None:
+def test_columnar_batches_equal_the_row_path(
+    engine: sa.Engine, rows, limit, attributes, feature_names, with_state, upto, salt
+) -> None:
     ids = write(engine, rows)
-    with CustomerReader(engine, ATTRIBUTES, FEATURES, salt="pepper") as fast:
+    types = {name: ATTRIBUTES[name] for name in attributes}
+    fields = [*attributes, *feature_names]
+    kw = {"with_state": with_state, "upto": upto}
+    with CustomerReader(engine, types, feature_names, salt=salt) as fast:
         assert fast.columnar
-        got = read_all(fast, engine, limit)
-    with CustomerReader(engine, ATTRIBUTES, FEATURES, columnar=False) as slow:
-        want = read_all(slow, engine, limit)
+        got = read_all(fast, engine, limit, **kw)
+    with CustomerReader(engine, types, feature_names, columnar=False) as slow:
+        want = read_all(slow, engine, limit, **kw)
     assert [b.ids for b in got] == [b.ids for b in want]
-    assert [i for b in got for i in b.ids] == ids
+    assert [i for b in got for i in b.ids] == [i for i in ids if upto is None or i <= upto]
     assert [b.states for b in got] == [b.states for b in want]
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         if k:  # the first batch is read row by row while the reader starts
             assert all(isinstance(v, pa.Array) for v in g.attributes.values())
-            assert g.keys is not None and g.key_salt == "pepper"
-            assert g.keys.tolist() == customer_keys(g.ids, "pepper").tolist()
-        assert columns_of(g) == columns_of(w)
+            if salt is None:
+                assert g.keys is None
+            else:
+                assert g.keys is not None and g.key_salt == salt
+                assert g.keys.tolist() == customer_keys(g.ids, salt).tolist()
+        assert columns_of(g, fields) == columns_of(w, fields)
 
 
 @pytest.mark.parametrize(
@@ -203,20 +223,52 @@ def test_the_reader_process_starts_for_a_second_batch_and_ends_with_the_reader(
     assert child is not None and child.poll() == 0
 
 
+class Counting(CustomerReader):
+    """A reader that counts the batches that came as Arrow columns."""
+
+    arrow = 0
+
+    def load(self, *args, **kwargs) -> RawBatch:
+        batch = super().load(*args, **kwargs)
+        Counting.arrow += any(isinstance(v, pa.Array) for v in batch.attributes.values())
+        return batch
+
+
 def test_a_run_decides_the_same_through_either_reader(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin.apply_plan_file(engine, PLAN, actor="test")
     seed_customers(engine, 700, seed=3)
-    runs = []
-    for columnar in (True, False):
-        reader = functools.partial(CustomerReader, columnar=columnar)
-        monkeypatch.setattr("orchestrator.run.CustomerReader", reader)
+    monkeypatch.setattr("orchestrator.run.CustomerReader", Counting)
+    runs, arrow = [], []
+    for setting in ("true", "false"):
+        monkeypatch.setenv("ORCH_BATCH_READER", setting)
+        Counting.arrow = 0
         run_daily(engine, day=DAY, batch_size=97, force=True)
         run_daily(engine, day=DAY + timedelta(days=1), batch_size=97, force=True)
         runs.append(decisions(engine))
+        arrow.append(Counting.arrow)
+    assert arrow[0] >= 10 and arrow[1] == 0  # two runs of 8 batches; the first of each by row
     assert runs[0] == runs[1] and len(runs[0]) > 100
     assert len({d[2] for d in runs[0]}) > 2  # campaigns and no send
+
+
+def test_a_postgresql_url_with_spaces_reaches_the_reader(engine: sa.Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's connection options")
+    options = engine.url.query["options"]
+    assert isinstance(options, str) and options.startswith("-csearch_path=")
+    spaced = make_engine(
+        engine.url.update_query_dict({"options": "-c " + options[2:]}).render_as_string(
+            hide_password=False
+        )
+    )
+    write(spaced, [({"age": i}, None, None) for i in range(5)])
+    with CustomerReader(spaced, ATTRIBUTES, FEATURES) as reader:
+        batches = read_all(reader, spaced, 2)
+    assert reader._url is not None  # it did not give up on the reader
+    assert [isinstance(b.attributes["age"], pa.Array) for b in batches] == [False, True, True]
+    spaced.dispose()
 
 
 @pytest.mark.parametrize(("setting", "columnar"), [("false", False), ("true", True)])

@@ -1,9 +1,10 @@
 """The child process that reads the run's customer batches as Arrow columns.
 
-``python -m orchestrator.storage.batch_server``, with the database (a SQLite file's path or a
-``postgresql://`` URL) in ``ORCH_BATCH_SERVER_URL``, reads requests from stdin (one JSON line
-each: the SQL with positional parameters, their values, the field type of each attribute column) and
-answers each on stdout with one frame: a code byte, an 8-byte length and the payload:
+``python -m orchestrator.storage.batch_server``, with the database (``sqlite:`` and a file's
+path, or ``postgresql:`` and a libpq connection string) in ``ORCH_BATCH_SERVER_URL``, reads
+requests from stdin (one JSON line each: the SQL with positional parameters, their values, the
+field type of each attribute column) and answers each on stdout with one frame: a code byte,
+an 8-byte length and the payload:
 
 - ``D``: the batch as an Arrow IPC stream (attribute columns in their field's Arrow type;
   with a ``salt``, a last column of the ids' ``customer_keys``, hashed here beside the run);
@@ -96,14 +97,16 @@ def answer(conn: Any, request: dict[str, Any], *, sqlite: bool) -> tuple[bytes, 
 
 
 def connect(url: str) -> tuple[Any, bool]:
-    """An autocommit connection (each batch reads what is committed) and whether it is SQLite."""
-    if url.startswith("postgresql://"):
+    """An autocommit connection (each batch reads what is committed) and whether it is SQLite;
+    ``url`` is ``postgresql:`` and a libpq connection string, or ``sqlite:`` and a path."""
+    kind, _, address = url.partition(":")
+    if kind == "postgresql":
         import adbc_driver_postgresql.dbapi as pg
 
-        return pg.connect(url, autocommit=True), False
+        return pg.connect(address, autocommit=True), False
     import adbc_driver_sqlite.dbapi as lite
 
-    conn = lite.connect(url, autocommit=True)
+    conn = lite.connect(address, autocommit=True)
     cur = conn.cursor()
     cur.execute("PRAGMA busy_timeout = 30000")
     cur.close()

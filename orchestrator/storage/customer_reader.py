@@ -21,6 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -251,14 +252,32 @@ def attribute_select(attributes: Mapping[str, str], *, postgresql: bool = False)
 
 def _address(engine: sa.Engine) -> str | None:
     """The database as the batch reader opens it, or None where it cannot (an in-memory
-    SQLite, another backend)."""
+    SQLite, another backend). Only the URL reaches it: the engine's ``connect_args`` do not
+    (`make_engine` sets none that change what a query reads on PostgreSQL).
+
+    PostgreSQL's is a libpq connection string built from the URL's parts, not the URL as
+    SQLAlchemy renders it: that writes a space in a query value as ``+``, which libpq does not
+    read as a space (``options=-c search_path=...`` would fail).
+    """
+    url = engine.url
     if engine.dialect.name == "postgresql":
-        return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        from psycopg.conninfo import make_conninfo  # noqa: PLC0415 (PostgreSQL only)
+
+        parts: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "dbname": url.database,
+            "user": url.username,
+            "password": url.password,
+        }
+        for key, value in url.query.items():
+            parts[key] = value if isinstance(value, str) else value[-1]
+        return "postgresql:" + make_conninfo(**{k: v for k, v in parts.items() if v is not None})
     if engine.dialect.name == "sqlite":
-        path = engine.url.database
+        path = url.database
         if not path or path == ":memory:" or path.startswith("file:"):
             return None
-        return os.path.abspath(path)
+        return "sqlite:" + os.path.abspath(path)
     return None
 
 
