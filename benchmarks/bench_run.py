@@ -292,7 +292,7 @@ def main():
                       "workers": report.workers, "worker_mb": report.worker_peak_mb,
                       "customers": report.customers, "suppressed": report.counts["suppressed"],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      # the batch reader (SQLite): a child process of the run
+                      # the batch reader: a child process of the run
                       "reader_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 

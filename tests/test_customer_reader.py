@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator import admin
 from orchestrator.engine.columns import build_columns
@@ -20,10 +21,11 @@ from orchestrator.errors import InputError
 from orchestrator.features import rule_schema
 from orchestrator.rules.columns import BoolColumn, DateColumn, NumberColumn, StringColumn
 from orchestrator.run import run_daily
-from orchestrator.storage.customer_reader import CustomerReader
+from orchestrator.storage.customer_reader import CustomerReader, _address
 from orchestrator.storage.db import make_engine
 from orchestrator.storage.models import ContactState, Customer, CustomerFeatures, utcnow
 from orchestrator.storage.run_repo import RawBatch
+from tests.conftest import BACKENDS
 from tests.helpers import seed_customers
 from tests.test_run import DAY, PLAN, decisions
 
@@ -253,9 +255,22 @@ def test_a_run_decides_the_same_through_either_reader(
     assert len({d[2] for d in runs[0]}) > 2  # campaigns and no send
 
 
+def test_the_reader_gets_a_postgresql_url_as_libpq_reads_it() -> None:
+    url = "postgresql://ann:a%20b+c%252x@db.example:6543/shop?options=-c%20search_path%3Ds1"
+    kind, _, conninfo = (_address(make_engine(url)) or "").partition(":")
+    assert kind == "postgresql"
+    assert conninfo_to_dict(conninfo) == {
+        "host": "db.example",
+        "port": "6543",
+        "dbname": "shop",
+        "user": "ann",
+        "password": "a b+c%2x",
+        "options": "-c search_path=s1",
+    }
+
+
+@pytest.mark.parametrize("db_url", [b for b in BACKENDS if b == "postgresql"], indirect=True)
 def test_a_postgresql_url_with_spaces_reaches_the_reader(engine: sa.Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's connection options")
     options = engine.url.query["options"]
     assert isinstance(options, str) and options.startswith("-csearch_path=")
     spaced = make_engine(

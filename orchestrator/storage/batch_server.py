@@ -14,9 +14,9 @@ an 8-byte length and the payload:
 
 It runs ADBC's SQLite or PostgreSQL driver, which builds the Arrow columns in C (PostgreSQL's
 in its binary COPY format). It is a process of its own because the SQLite driver carries its
-own copy of SQLite: two copies in one process do not see each
-other's POSIX locks, and the one that closes the database last may truncate the WAL index the
-other has mapped (the run died of SIGBUS that way). Across processes they lock as any two
+own copy of SQLite: two copies in one process do not see each other's POSIX locks, and the one
+that closes the database last may truncate the WAL index the other has mapped (the run died of
+SIGBUS that way). Across processes they lock as any two
 SQLite clients do. It only reads, and exits at the end of its input.
 """
 
@@ -51,14 +51,10 @@ def as_field(arr: pa.Array, dtype: str) -> pa.Array | None:
     kind = arr.type
     if dtype == "number":
         return arr if pa.types.is_integer(kind) or pa.types.is_floating(kind) else None
-    if dtype == "bool":
-        if pa.types.is_boolean(kind):  # PostgreSQL's
+    if dtype == "bool":  # PostgreSQL's are booleans; SQLite's 1 and 0 (the SQL checked they
+        if pa.types.is_boolean(kind):  # were JSON booleans)
             return arr
-        if not pa.types.is_integer(kind):
-            return None
-        if pc.all(pc.is_in(arr.drop_null(), pa.array([0, 1], kind))).as_py() is False:
-            return None
-        return pc.cast(arr, pa.bool_())
+        return pc.cast(arr, pa.bool_()) if pa.types.is_integer(kind) else None
     return arr if pa.types.is_string(kind) else None
 
 

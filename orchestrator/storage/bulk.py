@@ -55,7 +55,12 @@ def is_postgres_conn(conn: sa.Connection) -> bool:
 def collate(conn: sa.Connection) -> str:
     """`` COLLATE "C"`` on PostgreSQL: customer ids compare byte-wise on both backends, so
     id ranges (batches, partitions) and their index scans are the same everywhere."""
-    return ' COLLATE "C"' if is_postgres_conn(conn) else ""
+    return collation(conn.dialect.name)
+
+
+def collation(dialect: str) -> str:
+    """`collate` for a dialect's name (for SQL run over another connection than SQLAlchemy's)."""
+    return ' COLLATE "C"' if dialect == "postgresql" else ""
 
 
 def quote(conn: sa.Connection, name: str) -> str:

@@ -28,11 +28,11 @@ import sqlalchemy as sa
 
 from orchestrator.rules.parser import NAME_PATTERN
 from orchestrator.storage.batch_server import HEADER, URL_VARIABLE
-from orchestrator.storage.run_repo import RawBatch, customer_query, load_customers
+from orchestrator.storage.bulk import collation
+from orchestrator.storage.run_repo import NAMED_PARAM, RawBatch, customer_query, load_customers
 
 log = logging.getLogger("orch.run")
 
-_PARAM = re.compile(r"(?<!:):([a-z_]+)\b")  # not a PostgreSQL cast (::float8)
 _Key = tuple[str | None, int, str | None, bool]
 
 
@@ -57,7 +57,8 @@ class CustomerReader:
         self.features = list(features)
         self.salt = salt  # the child hashes the ids' keys with it (`customer_keys`)
         ok = all(NAME_PATTERN.fullmatch(n) for n in self.attributes)
-        self._pg = engine.dialect.name == "postgresql"
+        self._dialect = engine.dialect.name
+        self._pg = self._dialect == "postgresql"
         self._url = _address(engine) if columnar and ok else None  # None: row by row
         self._child: subprocess.Popen[bytes] | None = None
         self._pending: _Key | None = None
@@ -136,7 +137,7 @@ class CustomerReader:
         after, limit, upto, with_state = key
         names = list(self.attributes)
         sql, params = customer_query(
-            ' COLLATE "C"' if self._pg else "",
+            collation(self._dialect),
             attribute_select(self.attributes, postgresql=self._pg),
             self.features,
             after=after,
@@ -150,7 +151,7 @@ class CustomerReader:
             order.append(m.group(1))
             return f"${len(order)}" if self._pg else "?"
 
-        sql = _PARAM.sub(qmark, sql)
+        sql = NAMED_PARAM.sub(qmark, sql)
         request = {
             "sql": sql,
             "params": [params[k] for k in order],

@@ -20,6 +20,7 @@ from orchestrator.storage.bulk import bulk_insert, collate
 from orchestrator.storage.models import DecisionContext
 
 FEATURE_COLUMNS = tuple(COMPUTED_FEATURES)
+NAMED_PARAM = re.compile(r"(?<!:):([a-z_]+)\b")  # ``:name`` in the SQL here, not a ``::cast``
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def _fetch(conn: sa.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
     """Rows of ``sql`` (``:name`` parameters) through the driver's own cursor: no SQLAlchemy
     result objects for a million rows."""
     if conn.dialect.name == "postgresql":  # psycopg's style; '::text' casts are not names
-        sql = re.sub(r"(?<!:):([a-z_]+)\b", lambda m: f"%({m.group(1)})s", sql)
+        sql = NAMED_PARAM.sub(lambda m: f"%({m.group(1)})s", sql)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.execute(sql, params)
