@@ -14,19 +14,28 @@ days actually measured (``window_days``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from orchestrator.imports.common import constant_timestamp
 from orchestrator.measure.outcomes import window_outcomes
+from orchestrator.reports.columnar import Col, day_of, read_columns
+from orchestrator.storage.bulk import begin_write, collate, insert_arrow
 from orchestrator.storage.db import require_schema
-from orchestrator.storage.models import Reward, utcnow
+from orchestrator.storage.models import utcnow
+from orchestrator.storage.run_repo import partition_bounds
 
 PURCHASE_TYPES = ("purchase",)
+Bounds = tuple[str | None, str | None]
 
 
 @dataclass
@@ -39,146 +48,209 @@ class MaturationReport:
     seconds: float = 0.0
 
 
-def _day_numbers(values: list[object]) -> np.ndarray:
-    """Dates or datetimes (objects or ISO text) to day ordinals."""
-    as_days = np.array([str(v)[:10] for v in values], dtype="datetime64[D]")
-    return as_days.astype(np.int64)
+PENDING = (
+    "decision d LEFT JOIN reward r ON r.decision_id = d.id "
+    "LEFT JOIN treatment t ON t.campaign_id = d.campaign_id AND t.id = d.treatment_id"
+)
+PENDING_WHERE = "r.decision_id IS NULL AND d.window_end <= :as_of"
+# SQLite reads decisions in ranges of this key. The unary + keeps its planner on the customer
+# index: with a plain rowid range it scanned the whole table for every range of customers.
+DECISION_KEY = "+d.id"
 
 
 def mature_rewards(
     engine: sa.Engine,
     *,
     as_of: date,
-    chunk: int = 200_000,
+    chunk: int = 1_000_000,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> MaturationReport:
-    """Store the reward of every decision whose window ended on or before ``as_of``."""
+    """Store the reward of every decision whose window ended on or before ``as_of``.
+
+    The pending decisions are matured by ranges of customer ids of about ``chunk`` decisions,
+    each in its own transaction: a range reads its decisions, its customers' events and sends
+    of the period as Arrow columns (no Python object per row), computes in numpy and writes its
+    rewards in bulk. An interrupted maturation keeps the ranges it committed; the next call
+    matures the rest (a decision already matured is skipped, also when two calls race).
+    """
     require_schema(engine)
     started = time.perf_counter()
     report = MaturationReport(as_of=as_of)
-    pending_sql = sa.text(
-        "SELECT COUNT(*) FROM decision d LEFT JOIN reward r ON r.decision_id = d.id "
-        "WHERE r.decision_id IS NULL AND d.window_end <= :as_of"
-    )
     with engine.connect() as conn:
-        total = int(conn.execute(pending_sql, {"as_of": as_of}).scalar_one())
+        total = int(
+            conn.execute(
+                sa.text(f"SELECT COUNT(*) FROM {PENDING} WHERE {PENDING_WHERE}"),
+                {"as_of": as_of},
+            ).scalar_one()
+        )
         report.still_open = int(
             conn.execute(
                 sa.text("SELECT COUNT(*) FROM decision WHERE window_end > :as_of"),
                 {"as_of": as_of},
             ).scalar_one()
         )
-    after = 0
-    while True:
+        ranges = partition_bounds(conn, math.ceil(total / chunk)) if total else []
+    for bounds in ranges:
         with engine.begin() as conn:
-            rows = conn.execute(
-                sa.text(
-                    'SELECT d.id, d.customer_id, d.run_date, d.window_end, d."group", '
-                    "d.campaign_id, t.cost FROM decision d "
-                    "LEFT JOIN reward r ON r.decision_id = d.id "
-                    "LEFT JOIN treatment t ON t.campaign_id = d.campaign_id "
-                    "AND t.id = d.treatment_id "
-                    "WHERE r.decision_id IS NULL AND d.window_end <= :as_of AND d.id > :after "
-                    "ORDER BY d.id LIMIT :n"
-                ),
-                {"as_of": as_of, "after": after, "n": chunk},
-            ).all()
-            if not rows:
-                break
-            after = int(rows[-1][0])
-            _mature_chunk(conn, list(rows), report)
+            mature_range(conn, as_of, bounds, report)
         if progress:
             progress(report.matured, total)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _mature_chunk(conn: sa.Connection, rows: list[sa.Row], report: MaturationReport) -> None:
-    ids, customers, starts, ends, groups, campaigns, costs = zip(*rows, strict=True)
-    start_day = _day_numbers(list(starts))
-    end_day = _day_numbers(list(ends))
-    code_of: dict[str, int] = {}
-    d_cust = np.fromiter((code_of.setdefault(c, len(code_of)) for c in customers), np.int64)
-    lo = date.fromordinal(int(start_day.min()) + 719163)  # datetime64 day 0 is 1970-01-01
-    hi = date.fromordinal(int(end_day.max()) + 719163)
-    events = conn.execute(
-        sa.text(
-            "SELECT customer_id, occurred_at, amount, type FROM event "
-            "WHERE occurred_at >= :lo AND occurred_at < :hi"
-        ),
-        {
-            "lo": datetime.combine(lo, datetime.min.time()),
-            "hi": datetime.combine(hi, datetime.min.time()),
-        },
-    ).all()
-    kept = [e for e in events if e[0] in code_of]
-    if kept:
-        e_cust_ids, e_at, e_amount, e_type = zip(*kept, strict=True)
-        e_cust = np.fromiter((code_of[c] for c in e_cust_ids), np.int64, len(kept))
-        e_day = _day_numbers(list(e_at))
-        e_amt = np.asarray(e_amount, dtype=np.float64)
-        e_buy = np.fromiter((t in PURCHASE_TYPES for t in e_type), bool, len(kept))
-    else:
-        e_cust = e_day = np.zeros(0, dtype=np.int64)
-        e_amt, e_buy = np.zeros(0), np.zeros(0, dtype=bool)
-    no_send = np.fromiter((c is None for c in campaigns), bool, len(rows))
-    if no_send.any():
-        end_day = _cut_at_next_contact(conn, code_of, d_cust, start_day, end_day, no_send, lo, hi)
-    out = window_outcomes(d_cust, start_day, end_day, e_cust, e_day, e_amt, e_buy)
-    sent = np.fromiter(
-        (g == "test" and c is not None for g, c in zip(groups, campaigns, strict=True)),
-        bool,
-        len(rows),
-    )
-    cost = np.where(sent, np.array([c or 0.0 for c in costs], dtype=np.float64), 0.0)
-    value = out.revenue - cost
-    now = utcnow()
-    conn.execute(
-        sa.insert(Reward),
+def _within(conn: sa.Connection, bounds: Bounds, table: str) -> tuple[str, dict[str, Any]]:
+    """SQL (``AND ...``) and parameters keeping ``table``'s customers inside ``(lo, hi]``."""
+    order = collate(conn)
+    lo, hi = bounds
+    sql, params = "", {}
+    if lo is not None:
+        sql += f" AND {table}.customer_id{order} > :c_lo"
+        params["c_lo"] = lo
+    if hi is not None:
+        sql += f" AND {table}.customer_id{order} <= :c_hi"
+        params["c_hi"] = hi
+    return sql, params
+
+
+def _days(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Dates (Arrow date32) as day numbers since 1970-01-01, int64."""
+    return np.asarray(pc.cast(values, pa.int32()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _date(day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=day)
+
+
+def mature_range(
+    conn: sa.Connection, as_of: date, bounds: Bounds, report: MaturationReport
+) -> None:
+    """Mature the pending decisions of the customers in ``bounds`` (``(lo, hi]``, None: open)."""
+    begin_write(conn)  # SQLite: read and write in one snapshot, not upgraded half-way
+    within, params = _within(conn, bounds, "d")
+    decisions = read_columns(
+        conn,
         [
-            {
-                "decision_id": int(i),
-                "value": float(v),
-                "revenue": float(r),
-                "cost": float(c),
-                "converted": bool(b),
-                "matured_at": now,
-                "window_days": int(w),
-            }
-            for i, v, r, c, b, w in zip(
-                ids, value, out.revenue, cost, out.converted, end_day - start_day, strict=True
-            )
+            Col("id", "d.id", "int"),
+            Col("customer_id", "d.customer_id", "text"),
+            Col("start", "d.run_date", "date"),
+            Col("end", "d.window_end", "date"),
+            Col("sent", "(d.\"group\" = 'test' AND d.campaign_id IS NOT NULL)", "bool"),
+            Col("no_send", "(d.campaign_id IS NULL)", "bool"),
+            Col("cost", "COALESCE(t.cost, 0)", "money"),
         ],
+        from_sql=PENDING,
+        where=PENDING_WHERE + within,
+        params={"as_of": as_of, **params},
+        chunk_key=DECISION_KEY,
     )
-    report.matured += len(rows)
+    if decisions.num_rows == 0:
+        return
+    ids = pc.unique(decisions.column("customer_id"))
+    d_cust = _codes(decisions.column("customer_id"), ids)
+    start_day, end_day = _days(decisions.column("start")), _days(decisions.column("end"))
+    lo, hi = _date(int(start_day.min())), _date(int(end_day.max()))
+    e_cust, e_day, e_amt, e_buy = _events(conn, bounds, ids, lo, hi)
+    no_send = _bools(decisions.column("no_send"))
+    if no_send.any():
+        end_day = _cut_at_next_contact(conn, bounds, ids, d_cust, start_day, end_day, no_send)
+    out = window_outcomes(d_cust, start_day, end_day, e_cust, e_day, e_amt, e_buy)
+    sent = _bools(decisions.column("sent"))
+    cost = np.where(sent, decisions.column("cost").to_numpy(), 0.0)
+    value = out.revenue - cost
+    rewards = pa.table(
+        {
+            "decision_id": decisions.column("id"),
+            "value": value,
+            "revenue": out.revenue,
+            "cost": cost,
+            "converted": out.converted,
+            "matured_at": constant_timestamp(utcnow(), len(value)),
+            "window_days": end_day - start_day,
+        }
+    )
+    # A decision another maturation stored meanwhile (PostgreSQL) is skipped, not doubled.
+    report.matured += insert_arrow(conn, "reward", rewards, on_conflict_do_nothing=("decision_id",))
     report.converted += int(out.converted.sum())
     report.value += float(value.sum())
 
 
+def _codes(customers: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
+    """Each row's index in ``ids`` (-1 when not there), int64."""
+    index = pc.fill_null(pc.index_in(customers, value_set=ids), -1)
+    return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _bools(values: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _events(
+    conn: sa.Connection, bounds: Bounds, ids: pa.Array, lo: date, hi: date
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The events from ``lo`` to before ``hi`` of the customers ``ids``: their codes, days,
+    amounts and whether each is a purchase."""
+    within, params = _within(conn, bounds, "e")
+    kinds = ", ".join("'" + t + "'" for t in PURCHASE_TYPES)
+    events = read_columns(
+        conn,
+        [
+            Col("customer_id", "e.customer_id", "text"),
+            Col("day", day_of(conn, "e.occurred_at"), "date"),
+            Col("amount", "e.amount", "money"),
+            Col("buy", f"(e.type IN ({kinds}))", "bool"),
+        ],
+        from_sql="event e",
+        where="e.occurred_at >= :e_lo AND e.occurred_at < :e_hi" + within,
+        params={
+            "e_lo": datetime.combine(lo, datetime.min.time()),
+            "e_hi": datetime.combine(hi, datetime.min.time()),
+            **params,
+        },
+        chunk_key="e.id",
+    )
+    code = _codes(events.column("customer_id"), ids)
+    kept = code >= 0
+    return (
+        code[kept],
+        _days(events.column("day"))[kept],
+        events.column("amount").to_numpy()[kept],
+        _bools(events.column("buy"))[kept],
+    )
+
+
 def _cut_at_next_contact(
     conn: sa.Connection,
-    code_of: dict[str, int],
+    bounds: Bounds,
+    ids: pa.Array,
     d_cust: np.ndarray,
     start_day: np.ndarray,
     end_day: np.ndarray,
     cut: np.ndarray,
-    lo: date,
-    hi: date,
 ) -> np.ndarray:
     """``end_day (n,)`` with the rows in ``cut`` ended at the customer's first contact (a
     test-group send) after the decision's day, when that comes before the window's end."""
-    sends = conn.execute(
-        sa.text(
-            "SELECT customer_id, run_date FROM decision WHERE run_date > :lo AND run_date < :hi "
-            "AND \"group\" = 'test' AND campaign_id IS NOT NULL"
+    within, params = _within(conn, bounds, "d")
+    sends = read_columns(
+        conn,
+        [Col("customer_id", "d.customer_id", "text"), Col("day", "d.run_date", "date")],
+        from_sql="decision d",
+        where=(
+            "d.run_date > :s_lo AND d.run_date < :s_hi AND d.\"group\" = 'test' "
+            "AND d.campaign_id IS NOT NULL" + within
         ),
-        {"lo": lo, "hi": hi},
-    ).all()
-    kept = [(code_of[c], d) for c, d in sends if c in code_of]
-    if not kept:
+        params={
+            "s_lo": _date(int(start_day[cut].min())),
+            "s_hi": _date(int(end_day[cut].max())),
+            **params,
+        },
+        chunk_key=DECISION_KEY,
+    )
+    s_cust = _codes(sends.column("customer_id"), ids)
+    kept = s_cust >= 0
+    if not kept.any():
         return end_day
-    s_cust = np.fromiter((k[0] for k in kept), np.int64, len(kept))
-    s_day = _day_numbers([k[1] for k in kept])
+    s_cust, s_day = s_cust[kept], _days(sends.column("day"))[kept]
     # One sorted key per send, (customer, day); the first send after a decision's day is the
     # first key above (customer, start day).
     span = np.int64(1 << 32)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from orchestrator import admin
 from orchestrator.rewards import mature_rewards
 from orchestrator.run import run_daily
-from orchestrator.storage.models import Decision, Event, Reward, Treatment
+from orchestrator.storage.models import Customer, Decision, Event, Reward, Treatment
 from tests.helpers import seed_customers
 
 PLAN = Path(__file__).parent / "data" / "plan_run.yaml"
@@ -113,3 +116,119 @@ def test_a_send_nothing_window_ends_at_the_next_contact(engine: sa.Engine) -> No
     for d in first:
         if d.group == "control":
             assert rewards[d.id].window_days == (d.window_end - d.run_date).days
+
+
+# --- against a direct reading of the rules, for random logs -----------------------------------
+
+CUSTOMERS = [f"C{i:03d}" for i in range(12)]
+decision_st = st.tuples(
+    st.sampled_from(CUSTOMERS),
+    st.integers(0, 20),  # run day
+    st.integers(1, 14),  # window length
+    st.sampled_from(["test", "control"]),
+    st.booleans(),  # a send (else "send nothing")
+)
+event_st = st.tuples(
+    st.sampled_from(CUSTOMERS + ["X-unknown"]),
+    st.integers(-3, 40),  # day
+    st.integers(0, 23),  # hour
+    st.sampled_from(["purchase", "return", "visit"]),
+    st.floats(-500, 500, allow_nan=False).map(lambda x: round(x, 2)),
+)
+
+
+def _reference(decisions: list[Decision], events: list[Event], costs: dict) -> dict:
+    """Each decision's reward, read straight from the module's rules, one decision at a time."""
+    out = {}
+    for d in decisions:
+        end = d.window_end
+        if d.campaign_id is None:  # sending nothing: cut at the customer's next contact
+            later = [
+                o.run_date
+                for o in decisions
+                if o.customer_id == d.customer_id
+                and o.group == "test"
+                and o.campaign_id is not None
+                and o.run_date > d.run_date
+            ]
+            end = min([end, *later])
+        inside = [
+            e
+            for e in events
+            if e.customer_id == d.customer_id and d.run_date <= e.occurred_at.date() < end
+        ]
+        sent = d.group == "test" and d.campaign_id is not None
+        cost = costs[(d.campaign_id, d.treatment_id)] if sent else 0.0
+        revenue = sum(e.amount for e in inside)
+        converted = any(e.type == "purchase" for e in inside)
+        out[d.id] = (revenue, cost, converted, (end - d.run_date).days)
+    return out
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    drawn=st.lists(decision_st, max_size=40, unique_by=lambda t: (t[0], t[1])),
+    drawn_events=st.lists(event_st, max_size=60),
+    chunk=st.sampled_from([1, 3, 1_000_000]),
+    as_of=st.integers(5, 40),
+)
+def test_maturation_equals_the_rules_for_random_logs(
+    engine: sa.Engine, drawn, drawn_events, chunk, as_of
+) -> None:
+    """Random decisions and events, matured in ranges of customers of every size (``chunk``
+    decisions): each reward is what the rules give, and each decision matures once."""
+    with engine.begin() as conn:
+        for table in ("reward", "decision", "event", "customer"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    with engine.connect() as conn:
+        planned = conn.execute(sa.text("SELECT COUNT(*) FROM campaign")).scalar_one()
+    if not planned:
+        admin.apply_plan_file(engine, PLAN, actor="t")
+    with Session(engine, expire_on_commit=False) as s:
+        treatments = sorted(s.exec(select(Treatment)), key=lambda t: (t.campaign_id, t.id))
+        costs = {(t.campaign_id, t.id): t.cost for t in treatments}
+        s.add_all(Customer(customer_id=c, attributes={}) for c in CUSTOMERS)
+        decisions = [
+            Decision(
+                run_date=DAY + timedelta(days=day),
+                customer_id=cust,
+                campaign_id=treatments[i % len(treatments)].campaign_id if send else None,
+                treatment_id=treatments[i % len(treatments)].id if send else None,
+                group=group,
+                propensity=0.5,
+                reason="policy",
+                window_end=DAY + timedelta(days=day + length),
+            )
+            for i, (cust, day, length, group, send) in enumerate(drawn)
+        ]
+        events = [
+            Event(
+                source_event_id=f"e{i}",
+                customer_id=cust,
+                occurred_at=datetime.combine(DAY + timedelta(days=day), datetime.min.time())
+                + timedelta(hours=hour),
+                type=kind,
+                amount=amount,
+            )
+            for i, (cust, day, hour, kind, amount) in enumerate(drawn_events)
+        ]
+        s.add_all(decisions + events)
+        s.commit()
+    cutoff = DAY + timedelta(days=as_of)
+    first = mature_rewards(engine, as_of=cutoff, chunk=chunk)
+    again = mature_rewards(engine, as_of=cutoff, chunk=chunk)
+    due = [d for d in decisions if d.window_end <= cutoff]
+    assert first.matured == len(due) and again.matured == 0
+    expected = _reference(decisions, events, costs)
+    with Session(engine) as s:
+        stored = {r.decision_id: r for r in s.exec(select(Reward))}
+    assert set(stored) == {d.id for d in due}
+    for d in due:
+        revenue, cost, converted, days = expected[d.id]
+        r = stored[d.id]
+        assert r.revenue == pytest.approx(revenue, abs=1e-9), d
+        assert (r.cost, r.converted, r.window_days) == (cost, converted, days), d
+        assert r.value == pytest.approx(revenue - cost, abs=1e-9)
+    assert first.converted == sum(expected[d.id][2] for d in due)
