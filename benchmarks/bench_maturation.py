@@ -9,6 +9,7 @@ and shows the fixed cost of a daily call.
 
     python benchmarks/bench_maturation.py --customers 1000000
     python benchmarks/bench_maturation.py --customers 1000000 --postgres-url postgresql://...
+    python benchmarks/bench_maturation.py --reuse --no-sqlite --postgres-url URL --workers 2
 """
 
 from __future__ import annotations
@@ -41,15 +42,22 @@ from datetime import date
 from orchestrator.storage.db import make_engine
 from orchestrator.rewards import mature_rewards
 
-engine = make_engine(sys.argv[1])
-out = []
-for _ in range(2):
-    t = time.perf_counter()
-    report = mature_rewards(engine, as_of=date.fromisoformat(sys.argv[2]))
-    out.append({"seconds": time.perf_counter() - t, "matured": report.matured,
-                "converted": report.converted, "value": report.value})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"runs": out, "rss_mb": peak}))
+
+def main():
+    engine = make_engine(sys.argv[1])
+    workers = int(sys.argv[3]) or None
+    out = []
+    for _ in range(2):
+        t = time.perf_counter()
+        report = mature_rewards(engine, as_of=date.fromisoformat(sys.argv[2]), workers=workers)
+        out.append({"seconds": time.perf_counter() - t, "matured": report.matured,
+                    "converted": report.converted, "value": report.value})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"runs": out, "rss_mb": peak}))
+
+
+if __name__ == "__main__":  # Dask's worker processes import this module
+    main()
 """
 
 
@@ -88,11 +96,11 @@ def add_events(url: str, n: int, per: float, seed: int) -> int:
     return written
 
 
-def measure(url: str) -> dict:
+def measure(url: str, workers: int = 0) -> dict:
     child = Path(tempfile.gettempdir()) / "orch_bench_maturation_child.py"
     child.write_text(CHILD)
     out = subprocess.run(
-        [sys.executable, str(child), url, AS_OF.isoformat()],
+        [sys.executable, str(child), url, AS_OF.isoformat(), str(workers)],
         capture_output=True,
         text=True,
         check=True,
@@ -119,6 +127,13 @@ def main() -> None:
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     ap.add_argument("--reuse", action="store_true", help="reuse a database built before")
     ap.add_argument("--repeat", type=int, default=1, help="measurements (rewards cleared between)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        default=None,
+        help="also mature on a local Dask cluster of N workers (PostgreSQL; repeatable)",
+    )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     targets = []
@@ -143,25 +158,32 @@ def main() -> None:
             t = time.perf_counter()
             events = add_events(url, args.customers, args.events_per, args.seed)
             print(f"  events: {events:,} in {time.perf_counter() - t:.1f} s", flush=True)
+        counts = [0] + (args.workers or []) if backend == "postgresql" else [0]
         for _ in range(args.repeat):
-            reset(url)
-            r = measure(url)
-            first, again = r["runs"]
-            rows.append((backend, first, again, r["rss_mb"]))
-            print(
-                f"  matured {first['matured']:,} decisions in {first['seconds']:.1f} s "
-                f"({first['matured'] / first['seconds']:,.0f}/s; {first['converted']:,} converted, "
-                f"value {first['value']:,.2f}); again: {again['seconds']:.2f} s; "
-                f"peak RSS {r['rss_mb']:.0f} MB",
-                flush=True,
-            )
+            for workers in counts:
+                reset(url)
+                r = measure(url, workers)
+                first, again = r["runs"]
+                rows.append((backend, workers, first, again, r["rss_mb"]))
+                print(
+                    f"  {f'{workers} Dask workers' if workers else 'one process'}: "
+                    f"matured {first['matured']:,} decisions in {first['seconds']:.1f} s "
+                    f"({first['matured'] / first['seconds']:,.0f}/s; {first['converted']:,} "
+                    f"converted, value {first['value']:,.2f}); again: {again['seconds']:.2f} s; "
+                    f"peak RSS {r['rss_mb']:.0f} MB",
+                    flush=True,
+                )
     print()
-    print(f"{'backend':<12}{'matured':>12}{'seconds':>10}{'per s':>12}{'again s':>9}{'peak MB':>9}")
-    for backend, first, again, rss in rows:
+    print(
+        f"{'backend':<12}{'workers':>8}{'matured':>12}{'seconds':>10}{'per s':>12}{'again s':>9}"
+        f"{'peak MB':>9}"
+    )
+    for backend, workers, first, again, rss in rows:
         print(
-            f"{backend:<12}{first['matured']:>12,}{first['seconds']:>10.1f}"
+            f"{backend:<12}{workers or 1:>8}{first['matured']:>12,}{first['seconds']:>10.1f}"
             f"{first['matured'] / first['seconds']:>12,.0f}{again['seconds']:>9.2f}{rss:>9.0f}"
         )
+    print("peak MB: the coordinating process (Dask workers are processes of their own)")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from orchestrator.errors import InputError
 
 SCHEDULER_ENV = "ORCH_DASK_SCHEDULER"
+T = TypeVar("T")
 
 
 def _peak_rss_mb() -> float:
@@ -31,31 +34,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_partitions_on_dask(
-    engine: sa.Engine,
-    day: date,
-    token: str | None,
-    parts: list[int],
-    batch_size: int,
-    *,
-    workers: int | None,
-    scheduler: str | None,
-    progress: Callable[[int, int | None], None] | None,
-    done_before: int,
-    worker_memory: str | None = None,
-) -> tuple[int, float]:
-    """Run the ``parts`` of the run of ``day``; return how many workers took part and the
-    largest peak memory (MB) among them."""
+@contextmanager
+def dask_client(
+    workers: int | None, scheduler: str | None, worker_memory: str | None = None
+) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler`` (or ``ORCH_DASK_SCHEDULER``), else of a local
+    cluster of ``workers`` processes (one thread each), closed at the end."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - a dependency of the package
         raise InputError("--workers needs dask.distributed: pip install distributed") from None
-    from orchestrator.run import run_partition
-    from orchestrator.storage.run_repo import count_customers
-
-    url = engine.url.render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        total = count_customers(conn)
     address = scheduler or os.environ.get(SCHEDULER_ENV)
     cluster = None
     if address:
@@ -77,6 +65,42 @@ def run_partitions_on_dask(
         )
         client = Client(cluster)
     try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def engine_url(engine: sa.Engine) -> str:
+    """The URL a worker connects with (password included: workers need it)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def run_partitions_on_dask(
+    engine: sa.Engine,
+    day: date,
+    token: str | None,
+    parts: list[int],
+    batch_size: int,
+    *,
+    workers: int | None,
+    scheduler: str | None,
+    progress: Callable[[int, int | None], None] | None,
+    done_before: int,
+    worker_memory: str | None = None,
+) -> tuple[int, float]:
+    """Run the ``parts`` of the run of ``day``; return how many workers took part and the
+    largest peak memory (MB) among them."""
+    from dask.distributed import as_completed
+
+    from orchestrator.run import run_partition
+    from orchestrator.storage.run_repo import count_customers
+
+    url = engine_url(engine)
+    with engine.connect() as conn:
+        total = count_customers(conn)
+    with dask_client(workers, scheduler, worker_memory) as client:
         used = len(client.scheduler_info().get("workers", {}))
         futures = [
             client.submit(
@@ -101,7 +125,26 @@ def run_partitions_on_dask(
                 progress(done, max(total, done))
         peaks = client.run(_peak_rss_mb)
         return used, max(peaks.values(), default=0.0)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def map_on_dask(
+    fn: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    workers: int | None,
+    scheduler: str | None,
+    name: str,
+    on_result: Callable[[T], None] | None = None,
+) -> list[T]:
+    """``fn(*args)`` for each ``args`` of ``calls``, one task each (retried twice on a lost
+    worker), results in the order of ``calls``; ``on_result`` sees each as it completes."""
+    from dask.distributed import as_completed
+
+    with dask_client(workers, scheduler) as client:
+        futures = [
+            client.submit(fn, *args, key=f"{name}-{i}", retries=2) for i, args in enumerate(calls)
+        ]
+        for future in as_completed(futures):
+            if on_result is not None:
+                on_result(future.result())
+        return [f.result() for f in futures]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from orchestrator.errors import InputError
 from orchestrator.imports.common import constant_timestamp
 from orchestrator.measure.outcomes import window_outcomes
 from orchestrator.reports.columnar import Col, day_of, read_columns
@@ -64,6 +66,8 @@ def mature_rewards(
     as_of: date,
     chunk: int = 1_000_000,
     progress: Callable[[int, int | None], None] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> MaturationReport:
     """Store the reward of every decision whose window ended on or before ``as_of``.
 
@@ -72,8 +76,18 @@ def mature_rewards(
     of the period as Arrow columns (no Python object per row), computes in numpy and writes its
     rewards in bulk. An interrupted maturation keeps the ranges it committed; the next call
     matures the rest (a decision already matured is skipped, also when two calls race).
+
+    With ``workers`` (a local Dask cluster of that many processes) or ``scheduler`` (a running
+    one), PostgreSQL only, each range is a task on the cluster (:func:`mature_partition`),
+    retried elsewhere if its worker is lost.
     """
     require_schema(engine)
+    distributed = bool(workers) or bool(scheduler)
+    if distributed and engine.dialect.name != "postgresql":
+        raise InputError(
+            "--workers and --scheduler need PostgreSQL (SQLite has one writer): run without "
+            "them, or point ORCH_DATABASE_URL at a PostgreSQL database"
+        )
     started = time.perf_counter()
     report = MaturationReport(as_of=as_of)
     with engine.connect() as conn:
@@ -89,14 +103,50 @@ def mature_rewards(
                 {"as_of": as_of},
             ).scalar_one()
         )
-        ranges = partition_bounds(conn, math.ceil(total / chunk)) if total else []
-    for bounds in ranges:
+        count = math.ceil(total / chunk)
+        if distributed:  # at least two ranges a worker, so that the cluster shares the work
+            count = max(count, 2 * (workers or 1))
+        ranges = partition_bounds(conn, count) if total else []
+    if distributed and ranges:
+        from orchestrator.distributed import engine_url, map_on_dask
+
+        def add(part: dict[str, Any]) -> None:
+            report.matured += part["matured"]
+            report.converted += part["converted"]
+            report.value += part["value"]
+            if progress:
+                progress(report.matured, total)
+
+        calls = [(engine_url(engine), as_of, bounds) for bounds in ranges]
+        map_on_dask(
+            mature_partition,
+            calls,
+            workers=workers,
+            scheduler=scheduler,
+            name=f"orch-mature-{as_of}-{uuid.uuid4().hex[:8]}",
+            on_result=add,
+        )
+    for bounds in [] if distributed else ranges:
         with engine.begin() as conn:
             mature_range(conn, as_of, bounds, report)
         if progress:
             progress(report.matured, total)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def mature_partition(url: str, as_of: date, bounds: Bounds) -> dict[str, Any]:
+    """One range's maturation in its own connection (a Dask task): its counts as a dict."""
+    from orchestrator.storage.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        part = MaturationReport(as_of=as_of)
+        with engine.begin() as conn:
+            mature_range(conn, as_of, bounds, part)
+        return {"matured": part.matured, "converted": part.converted, "value": part.value}
+    finally:
+        engine.dispose()
 
 
 def _within(conn: sa.Connection, bounds: Bounds, table: str) -> tuple[str, dict[str, Any]]:

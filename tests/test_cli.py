@@ -110,6 +110,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert _snapshot(cli_db) == before
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("command", ["run", "learn"])
+def test_workers_on_sqlite_are_one_line_exit_2(cli_db: str, command: str) -> None:
+    orch(cli_db, "plan", "apply", str(SMALL))
+    before = _snapshot(cli_db)
+    result = orch(cli_db, command, "--workers", "2")
+    assert result.returncode == 2, result.stderr
+    assert "need PostgreSQL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert _snapshot(cli_db) == before
+
+
 def test_bad_plan_file_points_at_the_line(cli_db: str, tmp_path: Path) -> None:
     bad = tmp_path / "plan.yaml"
     bad.write_text(SMALL.read_text().replace("control_fraction: 0.15", "control_fraction: 1.5"))

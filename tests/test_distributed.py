@@ -1,5 +1,6 @@
-"""The daily run on a Dask LocalCluster (two worker processes, PostgreSQL): the same decisions
-as one process, and a worker killed mid-run loses nothing."""
+"""The daily run and reward maturation on a Dask LocalCluster (two worker processes,
+PostgreSQL): the same decisions and rewards as one process, and a worker killed mid-run loses
+nothing."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import os
 import signal
 import threading
 import time
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from orchestrator import admin
+from orchestrator.rewards import mature_rewards
 from orchestrator.run import run_daily
-from orchestrator.storage.models import Decision, Run, RunPartition
+from orchestrator.storage.models import Decision, Event, Reward, Run, RunPartition
 from tests.conftest import PG_URL
 from tests.helpers import seed_customers
 from tests.test_run import PLAN
@@ -92,3 +94,42 @@ def test_a_worker_killed_mid_run_loses_nothing(pg: sa.Engine) -> None:
     with Session(pg) as s:
         parts = list(s.exec(select(RunPartition)))
     assert max(p.attempts for p in parts) >= 2  # the killed partition was taken up again
+
+
+def _rewards(engine: sa.Engine) -> list[tuple]:
+    with Session(engine) as s:
+        return sorted(
+            (r.decision_id, r.value, r.revenue, r.cost, r.converted, r.window_days)
+            for r in s.exec(select(Reward))
+        )
+
+
+def test_two_workers_mature_as_one_process(pg: sa.Engine) -> None:
+    """Rewards matured in ranges on a LocalCluster equal those of one process, to the cent."""
+    run_daily(pg, day=DAY, batch_size=500)
+    run_daily(pg, day=DAY + timedelta(days=2), batch_size=500)
+    with Session(pg) as s:
+        customers = sorted({d.customer_id for d in s.exec(select(Decision))})
+        s.add_all(
+            Event(
+                source_event_id=f"m{i}",
+                customer_id=customers[(i * 7) % len(customers)],
+                occurred_at=datetime.combine(DAY, datetime.min.time())
+                + timedelta(hours=5 * i % (24 * 20)),
+                type="purchase" if i % 5 else "return",
+                amount=round(10 + (i % 37) * 1.37, 2) * (1 if i % 5 else -1),
+            )
+            for i in range(4000)
+        )
+        s.commit()
+    as_of = DAY + timedelta(days=30)
+    single = mature_rewards(pg, as_of=as_of)
+    expected = _rewards(pg)
+    assert single.matured == len(expected) > 0
+    with pg.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM reward")
+    spread = mature_rewards(pg, as_of=as_of, chunk=300, workers=2)
+    assert _rewards(pg) == expected
+    assert (spread.matured, spread.converted) == (single.matured, single.converted)
+    assert spread.value == pytest.approx(single.value)
+    assert mature_rewards(pg, as_of=as_of, workers=2).matured == 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from orchestrator import admin
+from orchestrator.errors import InputError
 from orchestrator.rewards import mature_rewards
 from orchestrator.run import run_daily
 from orchestrator.storage.models import Customer, Decision, Event, Reward, Treatment
@@ -232,3 +233,14 @@ def test_maturation_equals_the_rules_for_random_logs(
         assert (r.cost, r.converted, r.window_days) == (cost, converted, days), d
         assert r.value == pytest.approx(revenue - cost, abs=1e-9)
     assert first.converted == sum(expected[d.id][2] for d in due)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_workers_on_sqlite_are_refused_and_nothing_is_written(engine: sa.Engine, snapshot) -> None:
+    admin.apply_plan_file(engine, PLAN, actor="t")
+    seed_customers(engine, 50)
+    run_daily(engine, day=DAY, batch_size=100)
+    before = snapshot(engine)
+    with pytest.raises(InputError, match="need PostgreSQL"):
+        mature_rewards(engine, as_of=DAY + timedelta(days=30), workers=2)
+    assert snapshot(engine) == before

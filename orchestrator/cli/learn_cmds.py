@@ -29,13 +29,27 @@ def _fmt(e: dict[str, float]) -> str:
 def learn(
     as_of: str | None = typer.Option(None, "--as-of", help="Mature windows closed by this date."),
     policy: str | None = typer.Option(None, "--policy", help="Train this kind, not the plan's."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Mature the rewards on a local Dask cluster of N worker processes (PostgreSQL).",
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        envvar="ORCH_DASK_SCHEDULER",
+        help="Address of a running Dask scheduler to mature the rewards on.",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Mature rewards, train a candidate incrementally, evaluate it, promote it if it wins."""
     from orchestrator.learning.learn import learn as run_learn
 
     day = day_or_today(as_of, option="--as-of")
-    report = run_learn(get_engine(), as_of=day, actor=actor(), kind=policy)
+    report = run_learn(
+        get_engine(), as_of=day, actor=actor(), kind=policy, workers=workers, scheduler=scheduler
+    )
     if as_json:
         data = dict(report.__dict__)
         data["maturation"] = report.maturation.__dict__

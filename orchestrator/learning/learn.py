@@ -141,17 +141,25 @@ def _watermark(days: list[LoggedDay], previous: datetime | None) -> datetime | N
 
 
 def learn(
-    engine: sa.Engine, *, as_of: date, actor: str, kind: str | None = None, eval_days: int = 14
+    engine: sa.Engine,
+    *,
+    as_of: date,
+    actor: str,
+    kind: str | None = None,
+    eval_days: int = 14,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> LearnReport:
     """Run one learning step for the plan's policy (or ``kind``); see the module docstring.
 
     The gate evaluates on the holdout decisions of the latest ``eval_days`` run dates whose
     outcomes have matured; the no-contact baseline is fitted on the other customers' decisions
-    of the same period.
+    of the same period. ``workers`` or ``scheduler`` mature the rewards on a Dask cluster
+    (PostgreSQL; see :func:`orchestrator.rewards.mature_rewards`).
     """
     require_schema(engine)
     started = time.perf_counter()
-    maturation = mature_rewards(engine, as_of=as_of)
+    maturation = mature_rewards(engine, as_of=as_of, workers=workers, scheduler=scheduler)
     with session_scope(engine) as session:
         plan = read_plan(session)
     settings = plan.settings.policy

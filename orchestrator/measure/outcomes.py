@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MICRO = 1_000_000  # amounts are summed in millionths
+
 
 @dataclass(frozen=True)
 class Outcomes:
@@ -33,7 +35,8 @@ def window_outcomes(
     event_amount: np.ndarray,
     event_is_purchase: np.ndarray,
 ) -> Outcomes:
-    """Sum each decision's events in ``[start, end)``; days are integers (e.g. day ordinals).
+    """Sum each decision's events in ``[start, end)``; days are integers (e.g. day ordinals),
+    amounts money (summed exactly to the millionth).
 
     >>> o = window_outcomes(
     ...     np.array([0, 0, 1]), np.array([10, 12, 10]), np.array([17, 19, 11]),
@@ -55,10 +58,14 @@ def window_outcomes(
     e_key = e_cust * span + (e_day - lo_day)
     order = np.argsort(e_key, kind="stable")
     e_key = e_key[order]
-    amount = np.concatenate([[0.0], np.cumsum(np.asarray(event_amount, dtype=np.float64)[order])])
+    # Money in whole millionths: the prefix sums are exact integers, so a decision's revenue is
+    # its events' sum to the millionth whatever other customers' events share the call (float
+    # prefix sums moved it in the last digits with the chunking: 53.34 came out 53.339999...).
+    micro = np.round(np.asarray(event_amount, dtype=np.float64)[order] * MICRO).astype(np.int64)
+    amount = np.concatenate([[0], np.cumsum(micro)])
     bought = np.concatenate([[0], np.cumsum(np.asarray(event_is_purchase, dtype=np.int64)[order])])
     start = d_cust * span + (np.asarray(decision_start, dtype=np.int64) - lo_day)
     end = d_cust * span + (np.asarray(decision_end, dtype=np.int64) - lo_day)
     left = np.searchsorted(e_key, start, side="left")
     right = np.searchsorted(e_key, np.maximum(end, start), side="left")
-    return Outcomes(amount[right] - amount[left], bought[right] - bought[left])
+    return Outcomes((amount[right] - amount[left]) / MICRO, bought[right] - bought[left])
