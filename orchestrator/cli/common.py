@@ -42,6 +42,26 @@ def new_app(help_text: str) -> typer.Typer:
     )
 
 
+def workers_option(what: str) -> Any:
+    """``--workers N``: ``what`` on a local Dask cluster of N worker processes (PostgreSQL)."""
+    return typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help=f"{what} on a local Dask cluster of N worker processes (PostgreSQL).",
+    )
+
+
+def scheduler_option(what: str) -> Any:
+    """``--scheduler ADDRESS`` (or ``ORCH_DASK_SCHEDULER``): a running Dask scheduler."""
+    return typer.Option(
+        None,
+        "--scheduler",
+        envvar="ORCH_DASK_SCHEDULER",
+        help=f"Address of a running Dask scheduler to {what}, e.g. tcp://10.0.0.5:8786.",
+    )
+
+
 def set_database_url(url: str | None) -> None:
     _state["database_url"] = url
 

@@ -15,6 +15,8 @@ from orchestrator.cli.common import (
     parse_day,
     print_json,
     print_table,
+    scheduler_option,
+    workers_option,
 )
 
 policy_app = new_app("Policy versions: list, show, promote, roll back; the apprentice's record.")
@@ -29,18 +31,8 @@ def _fmt(e: dict[str, float]) -> str:
 def learn(
     as_of: str | None = typer.Option(None, "--as-of", help="Mature windows closed by this date."),
     policy: str | None = typer.Option(None, "--policy", help="Train this kind, not the plan's."),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=1,
-        help="Mature the rewards on a local Dask cluster of N worker processes (PostgreSQL).",
-    ),
-    scheduler: str | None = typer.Option(
-        None,
-        "--scheduler",
-        envvar="ORCH_DASK_SCHEDULER",
-        help="Address of a running Dask scheduler to mature the rewards on.",
-    ),
+    workers: int | None = workers_option("Mature the rewards"),
+    scheduler: str | None = scheduler_option("mature the rewards on"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Mature rewards, train a candidate incrementally, evaluate it, promote it if it wins."""

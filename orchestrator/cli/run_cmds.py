@@ -16,7 +16,9 @@ from orchestrator.cli.common import (
     print_json,
     print_table,
     progress_bar,
+    scheduler_option,
     settings,
+    workers_option,
 )
 
 DATE_OPT = typer.Option(
@@ -38,18 +40,8 @@ def run(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Customers per batch (default ORCH_BATCH_SIZE)."
     ),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=1,
-        help="Decide the partitions on a local Dask cluster of N worker processes (PostgreSQL).",
-    ),
-    scheduler: str | None = typer.Option(
-        None,
-        "--scheduler",
-        envvar="ORCH_DASK_SCHEDULER",
-        help="Address of a running Dask scheduler to decide on, e.g. tcp://10.0.0.5:8786.",
-    ),
+    workers: int | None = workers_option("Decide the partitions"),
+    scheduler: str | None = scheduler_option("decide on"),
     partition_size: int = typer.Option(
         250_000, "--partition-size", min=1, help="Customers per partition with --workers."
     ),
