@@ -107,6 +107,8 @@ def mature_rewards(
         if distributed:  # at least two ranges a worker, so that the cluster shares the work
             count = max(count, 2 * (workers or 1))
         ranges = partition_bounds(conn, count) if total else []
+    if progress and ranges:
+        progress(0, total)
     if distributed and ranges:
         from orchestrator.distributed import engine_url, map_on_dask
 

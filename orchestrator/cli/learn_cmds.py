@@ -15,6 +15,7 @@ from orchestrator.cli.common import (
     parse_day,
     print_json,
     print_table,
+    progress_bar,
     scheduler_option,
     workers_option,
 )
@@ -39,9 +40,16 @@ def learn(
     from orchestrator.learning.learn import learn as run_learn
 
     day = day_or_today(as_of, option="--as-of")
-    report = run_learn(
-        get_engine(), as_of=day, actor=actor(), kind=policy, workers=workers, scheduler=scheduler
-    )
+    with progress_bar("maturing rewards") as update:
+        report = run_learn(
+            get_engine(),
+            as_of=day,
+            actor=actor(),
+            kind=policy,
+            workers=workers,
+            scheduler=scheduler,
+            progress=update,
+        )
     if as_json:
         data = dict(report.__dict__)
         data["maturation"] = report.maturation.__dict__

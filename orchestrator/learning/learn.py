@@ -149,17 +149,21 @@ def learn(
     eval_days: int = 14,
     workers: int | None = None,
     scheduler: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> LearnReport:
     """Run one learning step for the plan's policy (or ``kind``); see the module docstring.
 
     The gate evaluates on the holdout decisions of the latest ``eval_days`` run dates whose
     outcomes have matured; the no-contact baseline is fitted on the other customers' decisions
     of the same period. ``workers`` or ``scheduler`` mature the rewards on a Dask cluster
-    (PostgreSQL; see :func:`orchestrator.rewards.mature_rewards`).
+    (PostgreSQL; see :func:`orchestrator.rewards.mature_rewards`); ``progress`` gets the
+    decisions matured so far and the number pending.
     """
     require_schema(engine)
     started = time.perf_counter()
-    maturation = mature_rewards(engine, as_of=as_of, workers=workers, scheduler=scheduler)
+    maturation = mature_rewards(
+        engine, as_of=as_of, workers=workers, scheduler=scheduler, progress=progress
+    )
     with session_scope(engine) as session:
         plan = read_plan(session)
     settings = plan.settings.policy
