@@ -1,4 +1,5 @@
-"""The daily run's partitions on a Dask cluster (``orch run --workers N`` or ``--scheduler``).
+"""The daily run's partitions, and reward maturation's ranges of customers, on a Dask cluster
+(``orch run`` / ``orch learn`` with ``--workers N`` or ``--scheduler``).
 
 Each partition is one task, ``orchestrator.run.run_partition(url, day, part, batch_size)``: the
 worker reads the run's spec and its partition's customers from the database, decides, and writes
@@ -8,6 +9,9 @@ worker, which resumes at the partition's last committed batch, so nothing is mis
 duplicated. ``dask.distributed`` is used rather than a hand-written pool because it brings
 exactly this (task retry on worker loss, remote workers, a dashboard) and is the scale-out the
 project chose.
+
+Maturation's tasks are ``orchestrator.rewards.mature_partition(url, as_of, bounds)``: one range
+of customers in one transaction, redone whole if its worker is lost (:func:`map_on_dask`).
 """
 
 from __future__ import annotations
